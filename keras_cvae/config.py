@@ -1,0 +1,148 @@
+"""Run configuration: three dataclasses and their JSON round trip.
+
+The configuration is plain data so that it can be validated before TensorFlow is imported,
+stored beside the weights (`config.json`), and reloaded without asking for anything again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the value and the fix."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how much of it is used."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    limit: int | None = None
+    validation_fraction: float = 0.1
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 2:
+            raise ConfigError(f"--limit must be at least 2, got {self.limit}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
+
+
+@dataclass
+class ModelConfig:
+    """The CVAE's architecture and objective; exactly the model's constructor arguments."""
+
+    arch: str = "mlp"
+    hidden_units: tuple[int, ...] | None = None
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"
+    beta: float = 1.0
+    conditional: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden_units is not None:
+            self.hidden_units = tuple(int(u) for u in self.hidden_units)
+
+    def resolved_hidden_units(self) -> tuple[int, ...]:
+        """The hidden units, or the architecture's default when none were given."""
+        return self.hidden_units or DEFAULT_HIDDEN_UNITS[self.arch]
+
+    def validate(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(
+                f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}"
+            )
+        if self.latent_dim < 1:
+            raise ConfigError(f"--latent-dim must be at least 1, got {self.latent_dim}")
+        if self.beta < 0:
+            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
+        units = self.resolved_hidden_units()
+        if not units or any(u < 1 for u in units):
+            raise ConfigError(f"--hidden-units must be positive integers, got {units}")
+
+
+@dataclass
+class TrainConfig:
+    """How training runs and where its outputs go."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    kl_warmup: int = 0
+    run_dir: str | None = None
+    export: str | None = None
+    tensorboard: bool = False
+    jit_compile: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.kl_warmup < 0:
+            raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs, saved as `config.json` in the run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Build from a dict, rejecting unknown sections and keys (a typo must not pass silently)."""
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        parts = {}
+        for name, klass in sections.items():
+            values = raw.get(name, {})
+            known = {f.name for f in dataclasses.fields(klass)}
+            bad = set(values) - known
+            if bad:
+                raise ConfigError(f"unknown key(s) in config section {name!r}: {', '.join(sorted(bad))}")
+            parts[name] = klass(**values)
+        return cls(**parts)
+
+    def save(self, path: str | Path) -> None:
+        from keras_cvae.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must hold a JSON object")
+        return cls.from_dict(raw)

@@ -1,0 +1,216 @@
+"""The conditional VAE: a `keras.Model` that owns its ELBO.
+
+Reductions, stated once: log-probabilities are summed over pixels and latent dimensions (nats
+per image), then averaged over the batch. `compute_terms` is the single place the ELBO terms
+are computed; `train_step`, `test_step` and evaluation all go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_cvae.networks import build_decoder, build_encoder
+
+tfd = tfp.distributions
+
+# The posterior's log-variance is squashed softly into [-LOG_VAR_BOUND, LOG_VAR_BOUND]
+# (σ between e^-5 and e^5) with a scaled tanh: it keeps exp() finite and gradients alive.
+LOG_VAR_BOUND = 10.0
+# The Gaussian likelihood's per-pixel σ = MIN_PIXEL_SCALE + softplus(raw): a floor keeps the
+# density of pixels that are exactly 0 or 1 from growing without bound.
+MIN_PIXEL_SCALE = 0.01
+METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
+
+
+@keras.saving.register_keras_serializable(package="keras_cvae")
+class CVAE(keras.Model):
+    """Conditional VAE p(x | z, c) p(z) with encoder q(z | x, c), trained on the ELBO.
+
+    Args:
+        image_shape: tuple of 3 ints. H, W, C of the images. Defaults to (28, 28, 1).
+        num_classes: int. Number of classes of the one-hot condition. Defaults to 10.
+        latent_dim: int. Size of z. Defaults to 20.
+        arch: str. "mlp" or "conv". Defaults to "mlp".
+        hidden_units: sequence of ints. Dense layer sizes of the encoder (mirrored in the
+            decoder). Defaults to (400,).
+        likelihood: str. "bernoulli" (logits) or "gaussian" (sigmoid mean, learned per-pixel σ).
+            Defaults to "bernoulli".
+        beta: float. Weight of the KL term in the loss (β-VAE). Defaults to 1.0.
+        conditional: bool. False gives a plain VAE: no condition enters either network.
+            Defaults to True.
+        class_names: sequence of str or None. Names for the classes, kept for plots.
+        seed: int or None. Seed for the reparameterisation noise. Defaults to None.
+
+    Example:
+        >>> model = CVAE(latent_dim=2)
+        >>> model.compile(optimizer="adam")
+        >>> images = model.generate(tf.constant([0, 1, 2]))  # [3, 28, 28, 1] in [0, 1]
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (28, 28, 1),
+        num_classes: int = 10,
+        latent_dim: int = 20,
+        arch: str = "mlp",
+        hidden_units: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        conditional: bool = True,
+        class_names: Sequence[str] | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_classes = int(num_classes)
+        self.latent_dim = int(latent_dim)
+        self.arch = arch
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.likelihood = likelihood
+        self.beta = float(beta)
+        self.conditional = bool(conditional)
+        self.class_names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+        self.seed = seed
+
+        num_conditions = self.num_classes if self.conditional else 0
+        network_args = (self.image_shape, num_conditions, self.latent_dim, arch, self.hidden_units)
+        self.encoder = build_encoder(*network_args)
+        self.decoder = build_decoder(*network_args)
+        if likelihood == "gaussian":
+            self.pixel_scale_raw = self.add_weight(
+                name="pixel_scale_raw", shape=self.image_shape,
+                initializer=keras.initializers.Constant(-2.3),  # σ ≈ 0.1 at the start
+            )
+        # The KL weight for warm-up (set by the KLWarmup callback); saved with the checkpoint.
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer="ones", trainable=False
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.built = True
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "latent_dim": self.latent_dim,
+            "arch": self.arch,
+            "hidden_units": list(self.hidden_units),
+            "likelihood": self.likelihood,
+            "beta": self.beta,
+            "conditional": self.conditional,
+            "class_names": list(self.class_names),
+            "seed": self.seed,
+        }
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        # Listed here so that Keras resets them at the start of every epoch.
+        return list(self.trackers.values())
+
+    # -- the networks as distributions --------------------------------------------------------
+
+    def _with_condition(self, tensor: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
+        tensor = tf.convert_to_tensor(tensor, tf.float32)
+        if not self.conditional:
+            return [tensor]
+        return [tensor, tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)]
+
+    def encode(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """q(z | x, c)'s mean and (bounded) log-variance, each [N, latent_dim]."""
+        z_mean, z_log_var = self.encoder(self._with_condition(images, labels), training=training)
+        z_log_var = LOG_VAR_BOUND * tf.tanh(z_log_var / LOG_VAR_BOUND)
+        return z_mean, z_log_var
+
+    def decoder_logits(self, z: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.decoder(self._with_condition(z, labels), training=training)
+
+    def decode(self, z: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """The mean image E[x | z, c] in [0, 1], [N, H, W, C]."""
+        return tf.sigmoid(self.decoder_logits(z, labels))
+
+    @staticmethod
+    def posterior(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tfd.Distribution:
+        return tfd.MultivariateNormalDiag(loc=z_mean, scale_diag=tf.exp(0.5 * z_log_var))
+
+    def prior(self, batch_size: tf.Tensor) -> tfd.Distribution:
+        """p(z | c) = N(0, I) for every condition."""
+        zeros = tf.zeros([batch_size, self.latent_dim])
+        return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
+
+    def likelihood_distribution(self, logits: tf.Tensor) -> tfd.Distribution:
+        """p(x | z, c) with independent pixels: log_prob sums over H, W and C."""
+        if self.likelihood == "bernoulli":
+            pixels = tfd.Bernoulli(logits=logits, dtype=tf.float32)
+        else:
+            scale = MIN_PIXEL_SCALE + tf.nn.softplus(self.pixel_scale_raw)
+            pixels = tfd.Normal(loc=tf.sigmoid(logits), scale=scale)
+        return tfd.Independent(pixels, reinterpreted_batch_ndims=3)
+
+    def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """log p(x | z, c) per image, [N]."""
+        logits = self.decoder_logits(z, labels, training=training)
+        return self.likelihood_distribution(logits).log_prob(images)
+
+    def sample_posterior(self, z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
+        """z = μ + σ·ε, the reparameterised sample that gradients flow through."""
+        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
+        return z_mean + tf.exp(0.5 * z_log_var) * eps
+
+    # -- the objective ------------------------------------------------------------------------
+
+    def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        """Per-image ELBO terms, each [N]: reconstruction (−log p(x|z,c), one z), KL, loss, ELBO."""
+        z_mean, z_log_var = self.encode(images, labels, training=training)
+        z = self.sample_posterior(z_mean, z_log_var)
+        reconstruction = -self.log_likelihood(images, labels, z, training=training)
+        kl = tfd.kl_divergence(self.posterior(z_mean, z_log_var), self.prior(tf.shape(z_mean)[0]))
+        return {
+            "loss": reconstruction + self.beta * self.kl_weight * kl,
+            "reconstruction_loss": reconstruction,
+            "kl_loss": kl,
+            "elbo": -(reconstruction + kl),
+        }
+
+    def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])  # Mean over the batch, weighted by batch size
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        images, labels = data
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(images, labels, training=True)
+            loss = tf.reduce_mean(terms["loss"])
+        gradients = tape.gradient(loss, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._record(terms)
+
+    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        images, labels = data
+        return self._record(self.compute_terms(images, labels, training=False))
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Deterministic reconstruction: decode the posterior mean."""
+        images, labels = inputs
+        z_mean, _ = self.encode(images, labels, training=training)
+        return tf.sigmoid(self.decoder_logits(z_mean, labels, training=training))
+
+    def generate(self, labels: tf.Tensor, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
+        """Mean images for `labels`, from z ~ N(0, I) (or the given z), [N, H, W, C]."""
+        labels = tf.convert_to_tensor(labels, tf.int32)
+        if z is None:
+            z = keras.random.normal((tf.shape(labels)[0], self.latent_dim), seed=seed)
+        return self.decode(z, labels)

@@ -1,0 +1,90 @@
+"""Functional-API builders for the encoder q(z | x, c) and the decoder p(x | z, c).
+
+Both take the condition as a second input and concatenate it first: the encoder joins the image
+(flattened for `mlp`, as extra channels for `conv`) with the one-hot condition, the decoder joins
+z with it. With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
+models load with `safe_mode=True`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+CONV_FILTERS = (32, 64)  # two stride-2 convolutions: 28 → 14 → 7, as in keras-io's VAE
+
+
+def _condition_input(num_conditions: int) -> keras.KerasTensor | None:
+    return keras.Input((num_conditions,), name="condition") if num_conditions else None
+
+
+def build_encoder(
+    image_shape: Sequence[int],
+    num_conditions: int,
+    latent_dim: int,
+    arch: str,
+    hidden_units: Sequence[int],
+) -> keras.Model:
+    """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim]."""
+    height, width, _ = image_shape
+    image = keras.Input(tuple(image_shape), name="image")
+    condition = _condition_input(num_conditions)
+    if arch == "mlp":
+        h = layers.Flatten(name="flatten")(image)
+        if condition is not None:
+            h = layers.Concatenate(name="image_and_condition")([h, condition])
+    elif arch == "conv":
+        h = image
+        if condition is not None:
+            # Tile the one-hot vector over the image plane: 1×1×K upsampled to H×W×K.
+            planes = layers.Reshape((1, 1, num_conditions))(condition)
+            planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
+            h = layers.Concatenate(name="image_and_condition")([h, planes])
+        for i, filters in enumerate(CONV_FILTERS):
+            h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
+        h = layers.Flatten(name="flatten")(h)
+    else:
+        raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
+    for i, units in enumerate(hidden_units):
+        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    inputs = [image, condition] if condition is not None else [image]
+    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
+
+
+def build_decoder(
+    image_shape: Sequence[int],
+    num_conditions: int,
+    latent_dim: int,
+    arch: str,
+    hidden_units: Sequence[int],
+) -> keras.Model:
+    """The decoder: (z, one-hot condition) → logits (Bernoulli) or means' logits, [N, H, W, C]."""
+    height, width, channels = image_shape
+    z = keras.Input((latent_dim,), name="z")
+    condition = _condition_input(num_conditions)
+    h = layers.Concatenate(name="z_and_condition")([z, condition]) if condition is not None else z
+    for i, units in enumerate(reversed(tuple(hidden_units))):
+        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+    if arch == "mlp":
+        h = layers.Dense(height * width * channels, name="logits_flat")(h)
+        logits = layers.Reshape(tuple(image_shape), name="logits")(h)
+    elif arch == "conv":
+        stride = 2 ** len(CONV_FILTERS)
+        if height % stride or width % stride:
+            raise ValueError(f"conv needs image sides divisible by {stride}, got {height}×{width}")
+        base = (height // stride, width // stride, CONV_FILTERS[-1])
+        h = layers.Dense(base[0] * base[1] * base[2], activation="relu", name="project")(h)
+        h = layers.Reshape(base)(h)
+        for i, filters in enumerate(reversed(CONV_FILTERS)):
+            h = layers.Conv2DTranspose(
+                filters, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}"
+            )(h)
+        logits = layers.Conv2DTranspose(channels, 3, padding="same", name="logits")(h)
+    else:
+        raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
+    inputs = [z, condition] if condition is not None else [z]
+    return keras.Model(inputs, logits, name="decoder")

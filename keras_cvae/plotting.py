@@ -1,0 +1,72 @@
+"""Matplotlib figures: sample grids and ELBO curves, written atomically as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_cvae.files import atomic_path  # noqa: E402
+
+
+def save_figure(figure: plt.Figure, path: str | Path) -> Path:
+    """Write `figure` to `path` atomically and close it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Tile a [rows, cols, H, W, C] array into one [rows·(H+pad), cols·(W+pad)] grey or RGB mosaic."""
+    rows, cols, height, width, channels = images.shape
+    mosaic = np.ones((rows * (height + pad) - pad, cols * (width + pad) - pad, channels), images.dtype)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = r * (height + pad), c * (width + pad)
+            mosaic[top:top + height, left:left + width] = images[r, c]
+    return mosaic[..., 0] if channels == 1 else mosaic
+
+
+def sample_grid_figure(
+    images: np.ndarray, row_labels: Sequence[str], title: str | None = None,
+    column_labels: Sequence[str] | None = None,
+) -> plt.Figure:
+    """A grid of images in [0, 1], shape [rows, cols, H, W, C], with each row labelled."""
+    rows, cols, height, width, _ = images.shape
+    figure, axes = plt.subplots(figsize=(0.6 * cols + 1.6, 0.6 * rows + 0.6))
+    axes.imshow(tile(np.clip(images, 0.0, 1.0)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], list(row_labels))
+    if column_labels is not None:
+        axes.set_xticks([c * (width + 1) + width / 2 for c in range(cols)], list(column_labels))
+    else:
+        axes.set_xticks([])
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    if title:
+        axes.set_title(title)
+    return figure
+
+
+def elbo_curve_figure(history: Sequence[Mapping[str, float]]) -> plt.Figure:
+    """Train and validation ELBO per epoch (nats per image; higher is better)."""
+    epochs = [int(row["epoch"]) for row in history]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for key, label in (("elbo", "train"), ("val_elbo", "validation")):
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            axes.plot(epochs, values, marker="o", markersize=3, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("ELBO (nats per image)")
+    axes.set_title("ELBO per epoch")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    if epochs:
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    return figure

@@ -1,0 +1,73 @@
+"""Shared fixtures: quiet TensorFlow, no downloads, small IDX folders, real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["KERAS_CVAE_NO_DOWNLOAD"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file (magic 0x0000080N, big-endian dims, raw bytes)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def write_idx_folder(folder: Path, x_train, y_train, x_test, y_test, gz: bool = True) -> Path:
+    """Write the four standard IDX files (gzipped or raw) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, images, labels in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            data = idx_bytes(np.asarray(array, np.uint8))
+            if gz:
+                (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def tiny_arrays():
+    rng = np.random.default_rng(0)
+    return (
+        rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 60).astype(np.uint8),
+        rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 20).astype(np.uint8),
+    )
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """Debian's Fashion-MNIST; CI installs it (make data), so its absence fails there."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FASHION_DIR} missing: `make data` should have installed dataset-fashion-mnist")
+        pytest.skip(f"{FASHION_DIR} not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION_DIR
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python <script or -m> args` as a user would, capturing output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def project_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's and absl's own import-time log lines."""
+    noise = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]

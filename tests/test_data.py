@@ -1,0 +1,163 @@
+"""IDX/npz parsing, the source order of load_dataset, splits and pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import idx_bytes, write_idx_folder
+
+from keras_cvae import data
+from keras_cvae.data import DataError, load_dataset, parse_idx
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_folder_round_trip(tmp_path, tiny_arrays, gz):
+    write_idx_folder(tmp_path, *tiny_arrays, gz=gz)
+    loaded = load_dataset("mnist", tmp_path)
+    np.testing.assert_array_equal(loaded.x_train[..., 0], tiny_arrays[0])
+    np.testing.assert_array_equal(loaded.y_test, tiny_arrays[3])
+    assert loaded.x_train.shape == (60, 28, 28, 1) and loaded.x_train.dtype == np.uint8
+    assert loaded.y_train.dtype == np.int32
+    assert loaded.class_names == tuple("0123456789")
+
+
+def test_alternative_idx_names(tmp_path, tiny_arrays):
+    """Some mirrors name the files train-images.idx3-ubyte; those load too."""
+    write_idx_folder(tmp_path, *tiny_arrays, gz=False)
+    for path in tmp_path.iterdir():
+        path.rename(path.with_name(path.name.replace("-idx", ".idx")))
+    assert len(load_dataset("mnist", tmp_path).x_train) == 60
+
+
+def test_truncated_idx_is_a_clear_error(tiny_arrays):
+    blob = idx_bytes(tiny_arrays[0])
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(blob[:-7], data.IDX_IMAGES_MAGIC, "f")
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(blob[:6], data.IDX_IMAGES_MAGIC, "f")
+    with pytest.raises(DataError, match="too long"):
+        parse_idx(blob + b"\0", data.IDX_IMAGES_MAGIC, "f")
+
+
+def test_wrong_magic_is_a_clear_error(tiny_arrays):
+    with pytest.raises(DataError, match="magic number 0x00000801"):
+        parse_idx(idx_bytes(tiny_arrays[1]), data.IDX_IMAGES_MAGIC, "f")
+
+
+def test_corrupt_gzip_is_a_clear_error(tmp_path, tiny_arrays):
+    write_idx_folder(tmp_path, *tiny_arrays)
+    target = tmp_path / "train-images-idx3-ubyte.gz"
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot read .*train-images"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_count_mismatch_is_a_clear_error(tmp_path, tiny_arrays):
+    x_train, y_train, x_test, y_test = tiny_arrays
+    write_idx_folder(tmp_path, x_train, y_train[:-1], x_test, y_test)
+    with pytest.raises(DataError, match="60 train images but 59 train labels"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_wrong_image_size_is_a_clear_error(tmp_path, tiny_arrays):
+    x_train, y_train, x_test, y_test = tiny_arrays
+    write_idx_folder(tmp_path, x_train[:, :20, :20], y_train, x_test, y_test)
+    with pytest.raises(DataError, match=r"\(20, 20, 1\), mnist needs \(28, 28, 1\)"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_npz_and_missing_keys(tmp_path, tiny_arrays):
+    keys = dict(zip(data.NPZ_KEYS, tiny_arrays))
+    np.savez(tmp_path / "mnist.npz", **keys)
+    assert len(load_dataset("mnist", tmp_path / "mnist.npz").x_test) == 20
+    assert len(load_dataset("mnist", tmp_path).x_test) == 20  # a folder holding one .npz
+    del keys["y_test"]
+    np.savez(tmp_path / "broken.npz", **keys)
+    with pytest.raises(DataError, match="missing key.*y_test"):
+        load_dataset("mnist", tmp_path / "broken.npz")
+
+
+def test_npz_with_objects_is_refused_not_unpickled(tmp_path, tiny_arrays):
+    keys = dict(zip(data.NPZ_KEYS, tiny_arrays))
+    keys["x_train"] = np.array([object()], dtype=object)
+    np.savez(tmp_path / "evil.npz", **keys)
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset("mnist", tmp_path / "evil.npz")
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(DataError, match="choose one of: fashion_mnist, mnist"):
+        load_dataset("cifar10")
+
+
+def test_explicit_dir_is_the_only_source(tmp_path, monkeypatch, tiny_arrays):
+    debian = write_idx_folder(tmp_path / "debian" / "mnist", *tiny_arrays)
+    monkeypatch.setattr(data, "DEBIAN_ROOT", debian.parent)
+    with pytest.raises(DataError, match="no such file or directory"):
+        load_dataset("mnist", tmp_path / "missing")
+
+
+def test_env_var_data_dir(tmp_path, monkeypatch, tiny_arrays):
+    write_idx_folder(tmp_path, *tiny_arrays)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert load_dataset("mnist").source == str(tmp_path)
+
+
+def test_source_order_debian_then_keras_cache(tmp_path, monkeypatch, tiny_arrays):
+    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+
+    # Nothing anywhere: every place is named, with the fix.
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", download=False)
+    message = str(err.value)
+    assert str(tmp_path / "debian" / "mnist") in message
+    assert str(tmp_path / "keras" / "datasets" / "mnist.npz") in message
+    assert "--data-dir" in message
+
+    # The Keras cache alone.
+    (tmp_path / "keras" / "datasets").mkdir(parents=True)
+    np.savez(tmp_path / "keras" / "datasets" / "mnist.npz", **dict(zip(data.NPZ_KEYS, tiny_arrays)))
+    assert load_dataset("mnist", download=False).source.endswith("mnist.npz")
+
+    # Debian's copy wins over the cache.
+    x_train, y_train, x_test, y_test = tiny_arrays
+    write_idx_folder(tmp_path / "debian" / "mnist", x_train[:30], y_train[:30], x_test, y_test)
+    loaded = load_dataset("mnist", download=False)
+    assert loaded.source == str(tmp_path / "debian" / "mnist") and len(loaded.x_train) == 30
+
+
+def test_download_is_last_and_its_failure_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+    def offline(spec):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "_keras_download", offline)
+    with pytest.raises(DataError, match="Keras download.*network is unreachable"):
+        load_dataset("fashion_mnist", download=True)
+
+
+def test_limit_and_split_are_fixed_slices():
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)
+    labels = np.arange(100, dtype=np.int32)
+    (xt, yt), (xv, yv) = data.limit_and_split(images, labels, limit=50, validation_fraction=0.2)
+    assert yt.tolist() == list(range(40)) and yv.tolist() == list(range(40, 50))
+    with pytest.raises(DataError, match="too few"):
+        data.limit_and_split(images, labels, limit=1, validation_fraction=0.5)
+
+
+def test_pipeline_batches_float_images_in_unit_range():
+    images = np.full((10, 28, 28, 1), 255, np.uint8)
+    images[0] = 0
+    labels = np.arange(10, dtype=np.int32)
+    batches = list(data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    x, y = batches[0]
+    assert x.dtype.name == "float32" and y.dtype.name == "int32"
+    all_x = np.concatenate([b[0].numpy() for b in batches])
+    assert all_x.min() == 0.0 and all_x.max() == 1.0
+    assert sorted(np.concatenate([b[1].numpy() for b in batches]).tolist()) == list(range(10))
+

@@ -1,0 +1,136 @@
+"""The CVAE's maths against closed forms, its conditioning, and its serialization round trips."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_cvae.model import CVAE, LOG_VAR_BOUND
+
+
+def small_model(**kwargs) -> CVAE:
+    args = {"latent_dim": 3, "hidden_units": (16,), "seed": 0, **kwargs}
+    return CVAE(**args)
+
+
+def batch(n: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1)).astype("float32"), rng.integers(0, 10, n).astype("int32")
+
+
+def test_kl_equals_closed_form_for_diagonal_gaussians():
+    model = small_model()
+    images, labels = batch()
+    terms = model.compute_terms(images, labels)
+    mu, log_var = (t.numpy() for t in model.encode(images, labels))
+    closed = 0.5 * np.sum(np.exp(log_var) + mu**2 - 1.0 - log_var, axis=1)
+    np.testing.assert_allclose(terms["kl_loss"].numpy(), closed, rtol=1e-5, atol=1e-5)
+    assert np.all(closed > 0)
+
+
+def test_kl_closed_form_far_from_prior():
+    """Large means and variances, where a wrong sign or factor would show."""
+    mu = np.array([[3.0, -2.0, 0.5]], "float32")
+    log_var = np.array([[2.0, -3.0, 0.0]], "float32")
+    import tensorflow_probability as tfp
+
+    kl = tfp.distributions.kl_divergence(CVAE.posterior(mu, log_var), small_model().prior(1)).numpy()
+    closed = 0.5 * np.sum(np.exp(log_var) + mu**2 - 1.0 - log_var)
+    np.testing.assert_allclose(kl, [closed], rtol=1e-5)
+
+
+def test_bernoulli_reconstruction_is_summed_bce():
+    model = small_model()
+    images, labels = batch()
+    z = np.random.default_rng(1).standard_normal((6, 3)).astype("float32")
+    logits = model.decoder_logits(z, labels).numpy().astype("float64")
+    p = 1.0 / (1.0 + np.exp(-logits))
+    bce = -(images * np.log(p) + (1 - images) * np.log(1 - p)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(-model.log_likelihood(images, labels, z).numpy(), bce, rtol=1e-4)
+
+
+def test_gaussian_reconstruction_is_summed_normal_nll():
+    model = small_model(likelihood="gaussian")
+    images, labels = batch()
+    z = np.zeros((6, 3), "float32")
+    mean = model.decode(z, labels).numpy().astype("float64")
+    sigma = 0.01 + np.log1p(np.exp(model.pixel_scale_raw.numpy().astype("float64")))
+    nll = (0.5 * ((images - mean) / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(-model.log_likelihood(images, labels, z).numpy(), nll, rtol=1e-4)
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_terms_add_up(beta):
+    model = small_model(beta=beta)
+    model.kl_weight.assign(0.5)
+    terms = {k: v.numpy() for k, v in model.compute_terms(*batch()).items()}
+    np.testing.assert_allclose(terms["elbo"], -(terms["reconstruction_loss"] + terms["kl_loss"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        terms["loss"], terms["reconstruction_loss"] + 0.5 * beta * terms["kl_loss"], rtol=1e-6
+    )
+
+
+def test_log_variance_is_bounded():
+    model = small_model()
+    kernel = model.encoder.get_layer("z_log_var").kernel
+    kernel.assign(np.full(kernel.shape, 50.0, "float32"))
+    _, log_var = model.encode(*batch())
+    assert np.all(np.abs(log_var.numpy()) <= LOG_VAR_BOUND)
+
+
+def test_condition_changes_the_decoder_output_unless_unconditional():
+    z = np.zeros((2, 3), "float32")
+    conditional = small_model()
+    out = conditional.decode(z, np.array([0, 1])).numpy()
+    assert not np.allclose(out[0], out[1])
+    plain = small_model(conditional=False)
+    assert len(plain.decoder.inputs) == 1
+    out = plain.decode(z, np.array([0, 1])).numpy()
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_generate_shapes_and_range():
+    images = small_model(arch="conv").generate(tf.constant([0, 1, 2, 3]), seed=3).numpy()
+    assert images.shape == (4, 28, 28, 1) and images.min() >= 0 and images.max() <= 1
+
+
+def test_training_step_lowers_the_loss():
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    labels = np.arange(64, dtype="int32") % 10
+    templates = (np.random.default_rng(0).random((10, 28, 28, 1)) > 0.5).astype("float32")
+    images = templates[labels]  # one binary pattern per class: learnable in a few steps
+    before = float(np.mean(model.compute_terms(images, labels)["loss"]))
+    model.fit(images, labels, batch_size=32, epochs=10, verbose=0)
+    after = float(np.mean(model.compute_terms(images, labels)["loss"]))
+    assert after < 0.8 * before
+    assert set(model.get_metrics_result()) == {"loss", "reconstruction_loss", "kl_loss", "elbo"}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_config_round_trip_gives_same_decode(arch):
+    model = small_model(arch=arch, likelihood="gaussian", beta=2.0, class_names=list("abcdefghij"))
+    clone = CVAE.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    clone.set_weights(model.get_weights())
+    z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    labels = np.array([0, 3, 5, 9])
+    np.testing.assert_allclose(clone.decode(z, labels), model.decode(z, labels), atol=1e-6)
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    model = small_model(arch="conv")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(*batch(16), batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert isinstance(loaded, CVAE) and loaded.get_config() == model.get_config()
+    z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    labels = np.array([1, 2, 3, 4])
+    np.testing.assert_allclose(loaded.decode(z, labels), model.decode(z, labels), atol=1e-6)
+    # The optimizer state comes back too, so training resumes where it stopped.
+    assert int(loaded.optimizer.iterations) == 2
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())

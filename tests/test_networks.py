@@ -1,0 +1,52 @@
+"""Shapes of every network, and that the condition is concatenated first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keras_cvae.networks import build_decoder, build_encoder
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+@pytest.mark.parametrize("arch,hidden", [("mlp", (400,)), ("mlp", (512, 256)), ("conv", (128,))])
+@pytest.mark.parametrize("num_conditions", [10, 0])
+def test_shapes(arch, hidden, num_conditions):
+    encoder = build_encoder(IMAGE_SHAPE, num_conditions, 7, arch, hidden)
+    decoder = build_decoder(IMAGE_SHAPE, num_conditions, 7, arch, hidden)
+    assert encoder.name == "encoder" and decoder.name == "decoder"
+    images = np.random.rand(5, *IMAGE_SHAPE).astype("float32")
+    z = np.random.randn(5, 7).astype("float32")
+    onehot = np.eye(10, dtype="float32")[:5]
+    enc_in = [images, onehot] if num_conditions else [images]
+    dec_in = [z, onehot] if num_conditions else [z]
+    z_mean, z_log_var = encoder(enc_in)
+    assert z_mean.shape == (5, 7) and z_log_var.shape == (5, 7)
+    assert decoder(dec_in).shape == (5, *IMAGE_SHAPE)
+    assert len(encoder.inputs) == len(decoder.inputs) == (2 if num_conditions else 1)
+
+
+def test_mlp_concatenates_image_and_one_hot():
+    encoder = build_encoder(IMAGE_SHAPE, 10, 4, "mlp", (32,))
+    decoder = build_decoder(IMAGE_SHAPE, 10, 4, "mlp", (32,))
+    assert encoder.get_layer("image_and_condition").output.shape[-1] == 784 + 10
+    assert decoder.get_layer("z_and_condition").output.shape[-1] == 4 + 10
+    assert encoder.get_layer("hidden_0").kernel.shape == (794, 32)
+
+
+def test_conv_adds_condition_as_channels():
+    encoder = build_encoder(IMAGE_SHAPE, 10, 4, "conv", (16,))
+    assert tuple(encoder.get_layer("image_and_condition").output.shape[1:]) == (28, 28, 11)
+    # Each condition plane is constant: the one-hot value tiled over the image.
+    planes = encoder.get_layer("condition_planes")
+    import keras
+
+    probe = keras.Model(encoder.inputs, planes.output)
+    out = np.asarray(probe([np.zeros((1, 28, 28, 1), "float32"), np.eye(10, dtype="float32")[[3]]]))
+    assert out[0, :, :, 3].min() == 1.0 and np.delete(out[0], 3, axis=-1).max() == 0.0
+
+
+def test_conv_refuses_sizes_it_cannot_mirror():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build_decoder((30, 30, 1), 10, 4, "conv", (16,))
