@@ -184,9 +184,12 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, dataset, run_dir, resume=args.resume)
     last = result.history[-1] if result.history else {}
     val_elbo = last.get("val_elbo", float("nan"))
+    from keras_cvae.export import export_saved_model
+
+    version_dir = export_saved_model(result.model, config.train.export, dataset=config.data.dataset)
     print(
         f"Done: {len(result.history)} epochs, final validation ELBO {val_elbo:.2f} nats/image; "
-        f"run dir {run_dir} (history.csv, samples/, elbo_curve.png, model.keras)",
+        f"run dir {run_dir} (history.csv, samples/, elbo_curve.png, model.keras); SavedModel {version_dir}",
         flush=True,
     )
     return 0
@@ -199,10 +202,130 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# export
+
+
+def _export(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.is_file():
+        raise UsageError(f"{run_dir} holds no model.keras; train it first (python train.py --run-dir {run_dir})")
+    config = RunConfig.load(run_dir / "config.json") if (run_dir / "config.json").is_file() else RunConfig()
+    export_root = Path(args.export or config.train.export or Path("saved_models") / run_dir.name)
+    if args.version is not None and (export_root / str(args.version)).exists():
+        raise UsageError(f"{export_root / str(args.version)} already exists; choose another --version")
+    _writable_dir(export_root, "export dir")
+    from keras_cvae.export import export_saved_model
+    from keras_cvae.training import load_checkpoint
+
+    version_dir = export_saved_model(
+        load_checkpoint(model_path), export_root, version=args.version, dataset=config.data.dataset
+    )
+    print(f"Exported {model_path} to {version_dir}")
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="keras_cvae export", description="Export a trained run as a SavedModel.")
+    parser.add_argument("--run-dir", required=True, help="a run directory holding model.keras")
+    parser.add_argument("--export", help="export root (default: the run's --export)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    return run_command(_export, args, parser.prog)
+
+
+# ------------------------------------------------------------------------------------------
+# generate
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from keras_cvae.inference import read_export_config, resolve_version_dir
+
+    version_dir = resolve_version_dir(args.model)
+    model_config = read_export_config(version_dir)["model"]
+    num_classes, class_names = model_config["num_classes"], model_config["class_names"]
+    if args.label == "all":
+        labels = list(range(num_classes))
+    else:
+        try:
+            labels = [int(args.label)]
+        except ValueError:
+            raise UsageError(f"--label must be an integer or 'all', got {args.label!r}") from None
+        if not 0 <= labels[0] < num_classes:
+            raise UsageError(f"--label {labels[0]} is out of range: labels must be in [0, {num_classes})")
+    if args.num < 1:
+        raise UsageError(f"--num must be at least 1, got {args.num}")
+    out = Path(args.out)
+    _writable_dir(out.parent if str(out.parent) else Path("."), "output dir")
+    style_image = _style_source(args, version_dir) if args.style_from is not None else None
+
+    import numpy as np
+
+    from keras_cvae.inference import SavedModelGenerator
+    from keras_cvae.plotting import sample_grid_figure, save_figure
+
+    generator = SavedModelGenerator(version_dir)
+    if style_image is not None:
+        image, label = style_image
+        z_mean, _ = generator.encode(image[np.newaxis], [label])
+        every = np.arange(num_classes)
+        images = generator.decode(np.repeat(z_mean, num_classes, axis=0), every)
+        grid = np.concatenate([image[np.newaxis], images])[np.newaxis]
+        figure = sample_grid_figure(
+            grid, [f"test #{args.style_from}"], title="same z, every label",
+            column_labels=[f"input ({class_names[label]})", *class_names],
+        )
+    else:
+        # The same noise in each column, so rows differ by label only.
+        z = np.random.default_rng(args.seed).standard_normal((args.num, generator.latent_dim)).astype("float32")
+        images = generator.decode(np.tile(z, (len(labels), 1)), np.repeat(labels, args.num))
+        grid = images.reshape(len(labels), args.num, *images.shape[1:])
+        figure = sample_grid_figure(grid, [class_names[i] for i in labels], title=f"samples, seed {args.seed}")
+    save_figure(figure, out)
+    print(f"Wrote {out}")
+    return 0
+
+
+def _style_source(args: argparse.Namespace, version_dir: Path):
+    """Test image number `--style-from` of the model's dataset (uint8 → float in [0, 1]) and its label."""
+    from keras_cvae.inference import read_export_config
+
+    dataset_name = args.dataset or read_export_config(version_dir).get("dataset")
+    if dataset_name is None:
+        raise UsageError("--style-from needs --dataset: the export does not name its dataset")
+    dataset = load_dataset(dataset_name, args.data_dir)
+    if not 0 <= args.style_from < len(dataset.x_test):
+        raise UsageError(f"--style-from must be in [0, {len(dataset.x_test)}), got {args.style_from}")
+    return dataset.x_test[args.style_from].astype("float32") / 255.0, int(dataset.y_test[args.style_from])
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(
+        prog="keras_cvae generate",
+        description="Draw a grid of samples from an exported SavedModel. "
+        "Example: python -m keras_cvae generate --model saved_models/fashion_mnist-mlp/1 --label all --out grid.png",
+    )
+    parser.add_argument("--model", required=True, help="SavedModel version dir, or an export root (newest version)")
+    parser.add_argument("--label", default="all", help="a class index, or 'all' for one row per class")
+    parser.add_argument("--num", type=int, default=8, help="samples per label (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
+    parser.add_argument("--style-from", type=int, help="re-render test image INDEX's z under every label")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset for --style-from (default: the export's)")
+    parser.add_argument("--data-dir", help="data folder for --style-from")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    return run_command(_generate, args, parser.prog)
+
+
+# ------------------------------------------------------------------------------------------
 # python -m keras_cvae <command>
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main,
+    "export": export_main,
+    "generate": generate_main,
 }
 
 

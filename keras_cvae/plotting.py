@@ -43,7 +43,9 @@ def sample_grid_figure(
     axes.imshow(tile(np.clip(images, 0.0, 1.0)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], list(row_labels))
     if column_labels is not None:
-        axes.set_xticks([c * (width + 1) + width / 2 for c in range(cols)], list(column_labels))
+        axes.set_xticks(
+            [c * (width + 1) + width / 2 for c in range(cols)], list(column_labels), rotation=40, ha="right"
+        )
     else:
         axes.set_xticks([])
     axes.tick_params(length=0)

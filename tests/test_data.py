@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx_folder
 
+from conftest import idx_bytes, write_idx_folder
 from keras_cvae import data
 from keras_cvae.data import DataError, load_dataset, parse_idx
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from conftest import run_cli, write_idx_folder
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,12 @@ def test_three_epochs_improve_and_write_every_file(tmp_path, fashion_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data"]["dataset"] == "fashion_mnist" and config["train"]["epochs"] == 3
     assert "final validation ELBO" in result.stdout.splitlines()[-1]
+    assert (tmp_path / "export" / "1" / "saved_model.pb").is_file()
+    assert f"SavedModel {tmp_path / 'export' / '1'}" in result.stdout
+
+    again = run_cli("-m", "keras_cvae", "export", "--run-dir", str(run_dir))  # to the run's --export
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "export" / "2" / "saved_model.pb").is_file()
 
 
 def test_resume_continues_to_the_total_epoch_count(tmp_path, fashion_dir):
