@@ -320,12 +320,112 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _model_location(path_text: str) -> tuple[Path, str | None, Path]:
+    """(model path, its dataset if recorded, default output dir) — validated without TensorFlow."""
+    import json
+
+    from keras_cvae.inference import read_export_config, resolve_version_dir
+
+    path = Path(path_text)
+    if (path / "model.keras").is_file():
+        config = path / "config.json"
+        dataset = json.loads(config.read_text()).get("data", {}).get("dataset") if config.is_file() else None
+        return path, dataset, path / "evaluation"
+    try:
+        version_dir = resolve_version_dir(path)
+    except FileNotFoundError:
+        raise UsageError(
+            f"--model {path} is neither a SavedModel version dir (saved_model.pb) nor a run dir (model.keras)"
+        ) from None
+    return version_dir, read_export_config(version_dir).get("dataset"), version_dir.with_name(f"{version_dir.name}-evaluation")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.iw_samples < 1:
+        raise UsageError(f"--iw-samples must be at least 1, got {args.iw_samples}")
+    if args.limit is not None and args.limit < 2:
+        raise UsageError(f"--limit must be at least 2, got {args.limit}")
+    models = [_model_location(args.model)]
+    if args.compare:
+        models.append(_model_location(args.compare))
+    dataset_name = args.dataset or models[0][1]
+    if dataset_name is None:
+        raise UsageError("the model does not record its dataset; pass --dataset")
+    output = Path(args.output) if args.output else models[0][2]
+    _writable_dir(output, "output dir")
+    dataset = load_dataset(dataset_name, args.data_dir)
+
+    from keras_cvae.classifier import reference_classifier
+    from keras_cvae.evaluation import evaluate, load_model_for_evaluation
+
+    classifier = reference_classifier(dataset, dataset_name)
+    results = []
+    for index, (path, _, _) in enumerate(models):
+        out = output if index == 0 else output / "compared"
+        print(f"Evaluating {path} on {dataset_name} ({dataset.source})", flush=True)
+        metrics = evaluate(load_model_for_evaluation(path), dataset, classifier, out,
+                           iw_samples=args.iw_samples, seed=args.seed, limit=args.limit)
+        results.append(metrics)
+        print(
+            f"{path}: test ELBO {metrics['test_elbo']:.2f}, IW-NLL (K={args.iw_samples}) {metrics['test_nll_iw']:.2f}, "
+            f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
+            f"(classifier on real test images {metrics['classifier_test_accuracy']:.3f}); wrote {out}/metrics.json",
+            flush=True,
+        )
+    if len(results) == 2:
+        from keras_cvae.files import atomic_write_text
+
+        table = comparison_table(results)
+        print(table)
+        atomic_write_text(output / "comparison.md", table + "\n")
+    return 0
+
+
+COMPARED = (
+    ("test ELBO", "test_elbo", ".2f"), ("reconstruction", "test_reconstruction", ".2f"),
+    ("KL", "test_kl", ".2f"), ("IW-NLL", "test_nll_iw", ".2f"),
+    ("conditional accuracy", "conditional_accuracy", ".3f"), ("sample diversity", "sample_diversity", ".2f"),
+)
+
+
+def comparison_table(results: Sequence[dict]) -> str:
+    """Two models' metrics side by side, as a Markdown table."""
+    lines = [f"| metric | {results[0]['model']} | {results[1]['model']} |", "|---|---:|---:|"]
+    for title, key, fmt in COMPARED:
+        lines.append(f"| {title} | {results[0][key]:{fmt}} | {results[1][key]:{fmt}} |")
+    return "\n".join(lines)
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(
+        prog="evaluate.py",
+        description="Evaluate a trained CVAE on the test set: metrics.json, figures, report.md. "
+        "Example: python evaluate.py --model saved_models/fashion_mnist-mlp/1 --dataset fashion_mnist",
+    )
+    parser.add_argument("--model", required=True, help="a SavedModel version dir (or export root), or a run dir")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: the one the model records)")
+    parser.add_argument("--data-dir", help="folder of the IDX files or .npz (the only source tried)")
+    parser.add_argument("--iw-samples", type=int, default=100, help="K for the importance-weighted NLL (default 100)")
+    parser.add_argument("--output", help="output dir (default: <run dir>/evaluation or <version dir>-evaluation)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every noise draw (default 0)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    parser.add_argument("--compare", help="a second model, evaluated on the same images and seeds")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    return run_command(_evaluate, args, parser.prog)
+
+
+# ------------------------------------------------------------------------------------------
 # python -m keras_cvae <command>
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main,
     "export": export_main,
     "generate": generate_main,
+    "evaluate": evaluate_main,
 }
 
 

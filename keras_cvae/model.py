@@ -26,6 +26,17 @@ MIN_PIXEL_SCALE = 0.01
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 
 
+def gaussian_posterior(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tfd.Distribution:
+    """q(z | x, c) = N(z_mean, diag(exp(z_log_var)))."""
+    return tfd.MultivariateNormalDiag(loc=z_mean, scale_diag=tf.exp(0.5 * z_log_var))
+
+
+def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.Distribution:
+    """p(z) = N(0, I), the same for every condition."""
+    zeros = tf.zeros([batch_size, latent_dim])
+    return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
+
+
 @keras.saving.register_keras_serializable(package="keras_cvae")
 class CVAE(keras.Model):
     """Conditional VAE p(x | z, c) p(z) with encoder q(z | x, c), trained on the ELBO.
@@ -139,14 +150,10 @@ class CVAE(keras.Model):
         """The mean image E[x | z, c] in [0, 1], [N, H, W, C]."""
         return tf.sigmoid(self.decoder_logits(z, labels))
 
-    @staticmethod
-    def posterior(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tfd.Distribution:
-        return tfd.MultivariateNormalDiag(loc=z_mean, scale_diag=tf.exp(0.5 * z_log_var))
+    posterior = staticmethod(gaussian_posterior)
 
-    def prior(self, batch_size: tf.Tensor) -> tfd.Distribution:
-        """p(z | c) = N(0, I) for every condition."""
-        zeros = tf.zeros([batch_size, self.latent_dim])
-        return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
+    def prior(self, batch_size: tf.Tensor | int) -> tfd.Distribution:
+        return standard_normal_prior(batch_size, self.latent_dim)
 
     def likelihood_distribution(self, logits: tf.Tensor) -> tfd.Distribution:
         """p(x | z, c) with independent pixels: log_prob sums over H, W and C."""

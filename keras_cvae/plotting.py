@@ -72,3 +72,19 @@ def elbo_curve_figure(history: Sequence[Mapping[str, float]]) -> plt.Figure:
     if epochs:
         axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     return figure
+
+
+def latent_scatter_figure(
+    points: np.ndarray, labels: np.ndarray, class_names: Sequence[str], axis_name: str = "z"
+) -> plt.Figure:
+    """2-D latent codes coloured by class."""
+    figure, axes = plt.subplots(figsize=(7, 6))
+    colours = plt.get_cmap("tab10")
+    for c, name in enumerate(class_names):
+        chosen = labels == c
+        axes.scatter(points[chosen, 0], points[chosen, 1], s=3, alpha=0.6, color=colours(c % 10), label=name)
+    axes.set_xlabel(f"{axis_name} 1")
+    axes.set_ylabel(f"{axis_name} 2")
+    axes.set_title("latent space of test images (posterior means)")
+    axes.legend(markerscale=4, fontsize=8, loc="best")
+    return figure

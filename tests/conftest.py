@@ -14,6 +14,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_CVAE_NO_DOWNLOAD"] = "1"
+# Reference classifiers trained by tests stay out of the user's cache.
+os.environ.setdefault("KERAS_CVAE_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "keras_cvae_test_cache"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

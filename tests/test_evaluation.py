@@ -1,0 +1,162 @@
+"""Evaluation: estimator maths, conditional accuracy with known answers, and the evaluate CLI on a
+small trained model (SavedModel and run dir give the same numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from keras_cvae.classifier import reference_classifier
+from keras_cvae.data import NPZ_KEYS, load_dataset
+from keras_cvae.evaluation import (
+    METRIC_KEYS,
+    conditional_accuracy,
+    elbo_terms,
+    generate_per_class,
+    iw_log_likelihood,
+    load_model_for_evaluation,
+    log_mean_exp,
+    mean_pairwise_distance,
+)
+
+
+def test_log_mean_exp_is_stable_for_very_negative_values():
+    values = np.array([[-1e4], [-1e4 - 1.0]])
+    expected = -1e4 + np.log((1.0 + np.exp(-1.0)) / 2.0)
+    np.testing.assert_allclose(log_mean_exp(values, axis=0), [expected], rtol=1e-12)
+    assert np.isfinite(log_mean_exp(np.full((100, 3), -5e4), axis=0)).all()
+    np.testing.assert_allclose(log_mean_exp(np.log([[1.0, 2.0, 3.0]]), axis=1), [np.log(2.0)])
+
+
+def test_mean_pairwise_distance():
+    images = np.zeros((3, 2, 2, 1))
+    images[1, 0, 0, 0] = 3.0
+    images[2, 0, 0, 0] = 4.0  # distances 3, 4, 1
+    assert mean_pairwise_distance(images) == pytest.approx(8.0 / 3.0)
+
+
+@pytest.fixture(scope="module")
+def small_fashion(tmp_path_factory, fashion_dir):
+    """6,000 training and 500 test Fashion-MNIST images as a Keras-style .npz."""
+    full = load_dataset("fashion_mnist", fashion_dir)
+    folder = tmp_path_factory.mktemp("small_fashion")
+    arrays = (full.x_train[:6000, ..., 0], full.y_train[:6000], full.x_test[:500, ..., 0], full.y_test[:500])
+    np.savez(folder / "fashion_small.npz", **dict(zip(NPZ_KEYS, arrays)))
+    return folder / "fashion_small.npz"
+
+
+@pytest.fixture(scope="module")
+def small_classifier(small_fashion, tmp_path_factory):
+    dataset = load_dataset("fashion_mnist", small_fashion)
+    return dataset, reference_classifier(dataset, "fashion_small", epochs=3, directory=tmp_path_factory.mktemp("c"))
+
+
+class LabelBlindBackend:
+    """A 'decoder' that ignores its label: it returns real test images of random classes."""
+
+    num_classes, latent_dim = 10, 2
+
+    def __init__(self, images):
+        self.images = images
+
+    def decode(self, z, labels):
+        picks = np.random.default_rng(0).integers(0, len(self.images), len(labels))
+        return self.images[picks]
+
+
+class PerfectBackend(LabelBlindBackend):
+    """A 'decoder' that returns a real test image of exactly the class asked for."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def decode(self, z, labels):
+        counters = {c: iter(np.flatnonzero(self.labels == c)) for c in range(10)}
+        return self.images[[next(counters[c]) for c in labels]]
+
+
+@pytest.mark.slow
+def test_conditional_accuracy_known_answers(small_classifier):
+    dataset, classifier = small_classifier
+    x_test = dataset.x_test.astype(np.float32) / 255.0
+    assert classifier.test_accuracy > 0.7
+    rng = np.random.default_rng(0)
+    blind, _ = conditional_accuracy(generate_per_class(LabelBlindBackend(x_test), 100, rng), classifier)
+    assert 0.05 < blind < 0.15
+    per_class_count = min(np.bincount(dataset.y_test))
+    samples = generate_per_class(PerfectBackend(x_test, dataset.y_test), per_class_count, rng)
+    perfect, per_class = conditional_accuracy(samples, classifier)
+    assert perfect == pytest.approx(classifier.test_accuracy, abs=0.03)
+    assert len(per_class) == 10
+
+
+@pytest.fixture(scope="module")
+def trained(small_fashion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    result = run_cli(
+        "train.py", "--dataset", "fashion_mnist", "--data-dir", str(small_fashion), "--epochs", "3",
+        "--run-dir", str(root / "run"), "--export", str(root / "export"), "--latent-dim", "8",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_iw_bounds_against_the_elbo(trained, small_fashion):
+    loaded = load_model_for_evaluation(trained / "run")
+    dataset = load_dataset("fashion_mnist", small_fashion)
+    x, y = dataset.x_test[:300].astype(np.float32) / 255.0, dataset.y_test[:300]
+    elbo = elbo_terms(loaded.backend, x, y, np.random.default_rng(1))["elbo"]
+    k1 = iw_log_likelihood(loaded.backend, x, y, 1, np.random.default_rng(2))
+    stderr = np.sqrt(elbo.var(ddof=1) / len(x) + k1.var(ddof=1) / len(x))
+    assert abs(k1.mean() - elbo.mean()) < 3 * stderr  # K=1 is an unbiased ELBO estimate
+    k50 = iw_log_likelihood(loaded.backend, x, y, 50, np.random.default_rng(3))
+    assert -k50.mean() <= -elbo.mean()  # the IW bound is tighter: NLL_IW ≤ −ELBO
+
+
+@pytest.mark.slow
+def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, tmp_path):
+    common = ["--dataset", "fashion_mnist", "--data-dir", str(small_fashion), "--iw-samples", "20",
+              "--limit", "200", "--seed", "5"]
+    by_export = run_cli("evaluate.py", "--model", str(trained / "export" / "1"), *common, "--output", str(tmp_path / "a"))
+    assert by_export.returncode == 0, by_export.stderr[-3000:]
+    by_run = run_cli("evaluate.py", "--model", str(trained / "run"), *common, "--output", str(tmp_path / "b"))
+    assert by_run.returncode == 0, by_run.stderr[-3000:]
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+
+    types = {"iw_samples": int, "num_test_images": int, "per_class_accuracy": dict}
+    for key in METRIC_KEYS:
+        assert isinstance(a[key], types.get(key, float)), key
+    assert a["num_test_images"] == 200 and a["iw_samples"] == 20
+    assert len(a["per_class_accuracy"]) == 10
+    assert a["test_nll_iw"] < -a["test_elbo"]
+    for key in ("test_elbo", "test_reconstruction", "test_kl", "test_nll_iw"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+    report = (tmp_path / "a" / "report.md").read_text()
+    for figure in ("samples", "reconstructions", "latent_space", "interpolation", "style_transfer"):
+        assert (tmp_path / "a" / f"{figure}.png").is_file()
+        assert f"![{figure}]({figure}.png)" in report
+    assert (tmp_path / "b" / "elbo_curve.png").is_file()  # a run dir brings its history
+
+
+@pytest.mark.slow
+def test_evaluate_cli_compare(trained, small_fashion, tmp_path):
+    result = run_cli(
+        "evaluate.py", "--model", str(trained / "run"), "--compare", str(trained / "export"),
+        "--data-dir", str(small_fashion), "--iw-samples", "2", "--limit", "50", "--output", str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| test ELBO |" in table and str(trained / "export" / "1") in table
+    assert (tmp_path / "compared" / "metrics.json").is_file()
+
+
+def test_evaluate_cli_bad_model_path(tmp_path):
+    result = run_cli("evaluate.py", "--model", str(tmp_path), "--dataset", "fashion_mnist")
+    assert result.returncode == 2
+    assert "is neither a SavedModel version dir (saved_model.pb) nor a run dir (model.keras)" in result.stderr
