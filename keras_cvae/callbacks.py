@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_cvae.errors import NonFiniteLossError
 from keras_cvae.files import atomic_path, atomic_write_text
 from keras_cvae.model import METRIC_NAMES
 from keras_cvae.plotting import elbo_curve_figure, sample_grid_figure, save_figure
@@ -143,3 +144,22 @@ class KLWarmup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.model.kl_weight.assign(min(1.0, (epoch + 1) / self.epochs))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Aborts training at the first batch whose loss is NaN or infinite, naming epoch and batch.
+
+    It raises rather than setting `stop_training`, so the epoch-end callbacks never write a
+    history row, sample grid or checkpoint from broken weights: the last good ones stay.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss} at epoch {self.epoch}, batch {batch + 1}; training stopped and the last "
+                f"good checkpoint was kept (try a lower --learning-rate, or --resume from it)"
+            )

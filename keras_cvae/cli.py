@@ -16,12 +16,10 @@ from typing import Any, NoReturn
 
 from keras_cvae.config import ARCHITECTURES, LIKELIHOODS, ConfigError, RunConfig
 from keras_cvae.data import DATASETS, DataError, load_dataset
+from keras_cvae.errors import NonFiniteLossError, UsageError
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+EXIT_TRAINING_FAILED = 3
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -69,6 +67,11 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted; files already written are intact\n")
         return 130
+    except NonFiniteLossError as err:
+        if getattr(args, "debug", False):
+            raise
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return EXIT_TRAINING_FAILED
 
 
 # ------------------------------------------------------------------------------------------

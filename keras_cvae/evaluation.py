@@ -26,7 +26,7 @@ import tensorflow_probability as tfp
 
 from keras_cvae.callbacks import read_history
 from keras_cvae.classifier import ReferenceClassifier
-from keras_cvae.data import LoadedDataset
+from keras_cvae.data import DataError, LoadedDataset
 from keras_cvae.files import atomic_write_text
 from keras_cvae.inference import SavedModelGenerator, is_saved_model_dir, resolve_version_dir
 from keras_cvae.model import CVAE, gaussian_posterior, standard_normal_prior
@@ -285,7 +285,10 @@ def evaluate(
     """Compute every metric on the test set, write metrics.json, the figures and report.md."""
     backend = loaded.backend
     if tuple(dataset.x_test.shape[1:]) != tuple(backend.image_shape):
-        raise ValueError(f"the model takes {backend.image_shape} images, the dataset has {dataset.x_test.shape[1:]}")
+        raise DataError(
+            f"the model takes {tuple(backend.image_shape)} images but {dataset.source} has "
+            f"{tuple(dataset.x_test.shape[1:])}; evaluate on the dataset the model was trained on"
+        )
     x_test = dataset.x_test[:limit].astype(np.float32) / 255.0
     y_test = dataset.y_test[:limit]
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from keras_cvae.callbacks import (
     HistoryWriter,
     KLWarmup,
     SampleGrid,
+    StopOnNonFiniteLoss,
     list_checkpoints,
     read_history,
 )
@@ -82,7 +83,7 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume
         initial_epoch, history = 0, []
         model = build_model(config, dataset)
 
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if tc.kl_warmup:
         callbacks.append(KLWarmup(tc.kl_warmup))
     callbacks.append(HistoryWriter(run_dir, history))

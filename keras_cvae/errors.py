@@ -1,0 +1,9 @@
+"""Errors the command line turns into one line and an exit status (no TensorFlow import here)."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; nothing after the last good epoch was written."""
