@@ -19,7 +19,7 @@ import numpy as np
 from keras_cvae.errors import NonFiniteLossError
 from keras_cvae.files import atomic_path, atomic_write_text
 from keras_cvae.model import METRIC_NAMES
-from keras_cvae.plotting import elbo_curve_figure, sample_grid_figure, save_figure
+from keras_cvae.plotting import elbo_curve_figure, sample_grid_figure, save_figure, tile
 
 HISTORY_COLUMNS = ("epoch", *METRIC_NAMES, *(f"val_{name}" for name in METRIC_NAMES))
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{3,})\.keras$")
@@ -63,8 +63,6 @@ class SampleGrid(keras.callbacks.Callback):
 
     def _log_to_tensorboard(self, images: np.ndarray, step: int) -> None:
         import tensorflow as tf
-
-        from keras_cvae.plotting import tile
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(Path(self.tensorboard_dir) / "samples"))

@@ -28,7 +28,7 @@ from keras_cvae.callbacks import read_history
 from keras_cvae.classifier import ReferenceClassifier
 from keras_cvae.data import DataError, LoadedDataset
 from keras_cvae.files import atomic_write_text
-from keras_cvae.inference import SavedModelGenerator, is_saved_model_dir, resolve_version_dir
+from keras_cvae.inference import SavedModelGenerator, resolve_version_dir
 from keras_cvae.model import CVAE, gaussian_posterior, standard_normal_prior
 from keras_cvae.plotting import (
     elbo_curve_figure,
@@ -104,17 +104,6 @@ def load_model_for_evaluation(path: str | Path) -> LoadedModel:
     version_dir = resolve_version_dir(path)
     generator = SavedModelGenerator(version_dir)
     return LoadedModel(generator, "savedmodel", version_dir, generator.dataset, None)
-
-
-def is_model_path(path: str | Path) -> bool:
-    path = Path(path)
-    if (path / "model.keras").is_file() or is_saved_model_dir(path):
-        return True
-    try:
-        resolve_version_dir(path)
-        return True
-    except FileNotFoundError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ class TrainResult:
     model: CVAE
     history: list[dict[str, float]]
     run_dir: Path
-    initial_epoch: int
 
 
 def build_model(config: RunConfig, dataset: LoadedDataset) -> CVAE:
@@ -108,4 +107,4 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume
     with atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
     history_writer = next(cb for cb in callbacks if isinstance(cb, HistoryWriter))
-    return TrainResult(model, history_writer.rows, run_dir, initial_epoch)
+    return TrainResult(model, history_writer.rows, run_dir)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import REPO_ROOT, project_lines, run_cli
 from keras_cvae import export as export_module
-from keras_cvae.export import export_saved_model, next_version
+from keras_cvae.export import SIGNATURES, export_saved_model, next_version
 from keras_cvae.inference import load_generator
 from keras_cvae.model import CVAE
 
@@ -91,7 +91,7 @@ def test_saved_model_cli_lists_signatures_and_dtypes(export_root):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for name in ("serving_default", "decode", "encode", "reconstruct"):
+    for name in SIGNATURES:
         assert f"signature_def['{name}']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]
     assert "inputs['labels']" in serving and "DT_INT32" in serving and "shape: (-1)" in serving

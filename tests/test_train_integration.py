@@ -76,8 +76,10 @@ def test_mnist_from_a_folder_of_idx_files(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
         "train.py", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1",
-        "--run-dir", str(run_dir), "--arch", "conv",
+        "--run-dir", str(run_dir), "--arch", "conv", "--tensorboard",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"from {data_dir}" in result.stdout
     assert (run_dir / "samples" / "epoch_001.png").is_file() and (run_dir / "model.keras").is_file()
+    for writer in ("train", "validation", "samples"):  # scalars and the sample grid for TensorBoard
+        assert list((run_dir / "tensorboard" / writer).glob("events.out.tfevents.*")), writer
