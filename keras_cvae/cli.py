@@ -265,16 +265,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from keras_cvae.inference import SavedModelGenerator
+    from keras_cvae.inference import SavedModelGenerator, restyle
     from keras_cvae.plotting import sample_grid_figure, save_figure
 
     generator = SavedModelGenerator(version_dir)
     if style_image is not None:
         image, label = style_image
-        z_mean, _ = generator.encode(image[np.newaxis], [label])
-        every = np.arange(num_classes)
-        images = generator.decode(np.repeat(z_mean, num_classes, axis=0), every)
-        grid = np.concatenate([image[np.newaxis], images])[np.newaxis]
+        grid = np.concatenate([image[np.newaxis, np.newaxis], restyle(generator, image[np.newaxis], [label])], axis=1)
         figure = sample_grid_figure(
             grid, [f"test #{args.style_from}"], title="same z, every label",
             column_labels=[f"input ({class_names[label]})", *class_names],

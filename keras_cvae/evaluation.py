@@ -28,7 +28,7 @@ from keras_cvae.callbacks import read_history
 from keras_cvae.classifier import ReferenceClassifier
 from keras_cvae.data import DataError, LoadedDataset
 from keras_cvae.files import atomic_write_text
-from keras_cvae.inference import SavedModelGenerator, resolve_version_dir
+from keras_cvae.inference import SavedModelGenerator, resolve_version_dir, restyle
 from keras_cvae.model import CVAE, gaussian_posterior, standard_normal_prior
 from keras_cvae.plotting import (
     elbo_curve_figure,
@@ -88,7 +88,6 @@ class LoadedModel:
     backend: Backend
     kind: str  # "savedmodel" or "run"
     path: Path
-    dataset: str | None
     history_path: Path | None
 
 
@@ -96,14 +95,10 @@ def load_model_for_evaluation(path: str | Path) -> LoadedModel:
     """A SavedModel version dir (or export root) → its signatures; a run dir → its model.keras."""
     path = Path(path)
     if (path / "model.keras").is_file():
-        from keras_cvae.config import RunConfig
-
         model = keras.saving.load_model(path / "model.keras", safe_mode=True)
-        dataset = RunConfig.load(path / "config.json").data.dataset if (path / "config.json").is_file() else None
-        return LoadedModel(KerasBackend(model), "run", path, dataset, path / "history.csv")
+        return LoadedModel(KerasBackend(model), "run", path, path / "history.csv")
     version_dir = resolve_version_dir(path)
-    generator = SavedModelGenerator(version_dir)
-    return LoadedModel(generator, "savedmodel", version_dir, generator.dataset, None)
+    return LoadedModel(SavedModelGenerator(version_dir), "savedmodel", version_dir, None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,11 +246,8 @@ def _figures(
                                              names, title="interpolation between two z, per label"))
 
     # Style transfer: each class's first test image, its z decoded under every label.
-    z_mean, _ = backend.encode(x_test[firsts], y_test[firsts])
-    every = np.arange(backend.num_classes, dtype=np.int32)
-    rows = [np.concatenate([x_test[i][None], backend.decode(np.repeat(z[None], len(every), 0), every)])
-            for i, z in zip(firsts, z_mean)]
-    save("style_transfer", sample_grid_figure(np.stack(rows), [names[y_test[i]] for i in firsts],
+    rows = np.concatenate([x_test[firsts][:, None], restyle(backend, x_test[firsts], y_test[firsts])], axis=1)
+    save("style_transfer", sample_grid_figure(rows, [names[y_test[i]] for i in firsts],
                                               title="same z, every label", column_labels=["input", *names]))
 
     if history_path is not None and history_path.is_file():

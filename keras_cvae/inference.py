@@ -115,6 +115,18 @@ class SavedModelGenerator:
         return out["log_likelihood"]
 
 
+def restyle(model, images: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Each image's posterior mean z decoded under every label, [N, num_classes, H, W, C].
+
+    The "same z, another class" picture: `model` is anything with encode, decode and
+    num_classes (a SavedModelGenerator, or evaluation's KerasBackend).
+    """
+    z_mean, _ = model.encode(images, labels)
+    every = np.arange(model.num_classes, dtype=np.int32)
+    decoded = model.decode(np.repeat(z_mean, len(every), axis=0), np.tile(every, len(z_mean)))
+    return decoded.reshape(len(z_mean), len(every), *decoded.shape[1:])
+
+
 def load_generator(path: str | Path) -> SavedModelGenerator:
     """Load a SavedModel version dir, or the newest version under an export root."""
     return SavedModelGenerator(resolve_version_dir(path))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, project_lines, run_cli
+from conftest import REPO_ROOT, project_lines, run_cli, write_idx_folder
 from keras_cvae import export as export_module
 from keras_cvae.export import SIGNATURES, export_saved_model, next_version
-from keras_cvae.inference import load_generator
+from keras_cvae.inference import load_generator, restyle
 from keras_cvae.model import CVAE
 
 
@@ -185,6 +185,29 @@ def test_inference_wrapper(model, export_root):
         generator.generate([10])
     with pytest.raises(ValueError, match="images must be N×28×28×1"):
         generator.encode(np.zeros((2, 14, 14, 1)), [0, 1])
+
+
+def test_restyle_decodes_each_z_under_every_label(model, export_root):
+    images = np.random.default_rng(2).random((3, 28, 28, 1)).astype("float32")
+    labels = np.array([4, 0, 7], "int32")
+    rows = restyle(load_generator(export_root), images, labels)
+    assert rows.shape == (3, 10, 28, 28, 1)
+    z_mean, _ = model.encode(images, labels)
+    for i in range(3):
+        expected = model.decode(np.repeat(z_mean[i : i + 1], 10, axis=0), np.arange(10)).numpy()
+        np.testing.assert_allclose(rows[i], expected, atol=1e-5)
+
+
+def test_generate_cli_style_from(export_root, tmp_path, tiny_arrays):
+    data_dir = write_idx_folder(tmp_path / "mnist", *tiny_arrays)
+    out = tmp_path / "style.png"
+    result = run_cli("-m", "keras_cvae", "generate", "--model", str(export_root / "1"), "--style-from", "3",
+                     "--data-dir", str(data_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli("-m", "keras_cvae", "generate", "--model", str(export_root / "1"), "--style-from", "20",
+                  "--data-dir", str(data_dir), "--out", str(out))
+    assert bad.returncode == 2 and "--style-from must be in [0, 20), got 20" in bad.stderr
 
 
 def test_generate_cli_writes_a_grid(export_root, tmp_path):
