@@ -19,7 +19,7 @@ import numpy as np
 from keras_cvae.errors import NonFiniteLossError
 from keras_cvae.files import atomic_path, atomic_write_text
 from keras_cvae.model import METRIC_NAMES
-from keras_cvae.plotting import elbo_curve_figure, sample_grid_figure, save_figure, tile
+from keras_cvae.plotting import completion_figure, elbo_curve_figure, sample_grid_figure, save_figure, tile
 
 HISTORY_COLUMNS = ("epoch", *METRIC_NAMES, *(f"val_{name}" for name in METRIC_NAMES))
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{3,})\.keras$")
@@ -71,6 +71,33 @@ class SampleGrid(keras.callbacks.Callback):
         with self._writer.as_default():
             tf.summary.image("samples", mosaic, step=step)
         self._writer.flush()
+
+
+def completion_columns(model, images: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a StructuredCVAE: masked inputs [N, H, W, C], the baseline's completions [N, H, W, C] and
+    one completion per noise row [N, S, H, W, C] (`noise` [S, N, latent_dim]; ignored by a baseline)."""
+    inputs = np.asarray(model.condition(images))
+    baseline = np.asarray(model.complete(images, baseline=True))
+    samples = np.stack([np.asarray(model.complete(images, eps=eps)) for eps in noise], axis=1)
+    return inputs, baseline, samples
+
+
+class CompletionGrid(keras.callbacks.Callback):
+    """Writes `samples/epoch_NNN.png` for image completion: one held-out image per row, shown as
+    its visible part, the truth, the baseline's ŷ and completions from fixed noise per column."""
+
+    def __init__(self, run_dir: str | Path, images: np.ndarray, latent_dim: int, num_samples: int = 6,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.directory = Path(run_dir) / "samples"
+        self.images = np.asarray(images, np.float32)
+        rng = np.random.default_rng(seed)
+        self.noise = rng.standard_normal((num_samples, len(images), latent_dim)).astype("float32")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        inputs, baseline, samples = completion_columns(self.model, self.images, self.noise)
+        figure = completion_figure(inputs, self.images, baseline, samples, title=f"epoch {epoch + 1}")
+        save_figure(figure, self.directory / f"epoch_{epoch + 1:03d}.png")
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
@@ -149,15 +176,22 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     It raises rather than setting `stop_training`, so the epoch-end callbacks never write a
     history row, sample grid or checkpoint from broken weights: the last good ones stay.
+    With `steps_per_execution` > 1 Keras reports only every Nth batch; the logged loss is the
+    epoch's running mean, which turns non-finite at the first bad batch and stays so, so the
+    message names the range of batches of the call that went bad.
     """
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch = epoch + 1
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.first_batch = batch + 1
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         if not np.isfinite(loss):
+            where = f"batch {batch + 1}" if batch + 1 == self.first_batch else f"batches {self.first_batch}-{batch + 1}"
             raise NonFiniteLossError(
-                f"loss became {loss} at epoch {self.epoch}, batch {batch + 1}; training stopped and the last "
+                f"loss became {loss} at epoch {self.epoch}, {where}; training stopped and the last "
                 f"good checkpoint was kept (try a lower --learning-rate, or --resume from it)"
             )

@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from keras_cvae.config import ARCHITECTURES, LIKELIHOODS, ConfigError, RunConfig
+from keras_cvae.config import (
+    ARCHITECTURES,
+    LIKELIHOODS,
+    OBJECTIVES,
+    QUADRANT_COUNTS,
+    TASKS,
+    ConfigError,
+    RunConfig,
+)
 from keras_cvae.data import DATASETS, DataError, load_dataset
 from keras_cvae.errors import NonFiniteLossError, UsageError
 
@@ -88,6 +96,10 @@ TRAIN_FLAGS = {
     "latent_dim": ("model", "latent_dim"),
     "likelihood": ("model", "likelihood"),
     "beta": ("model", "beta"),
+    "task": ("data", "task"),
+    "quadrants": ("data", "quadrants"),
+    "objective": ("model", "objective"),
+    "alpha": ("model", "alpha"),
     "conditional": ("model", "conditional"),
     "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
@@ -98,9 +110,13 @@ TRAIN_FLAGS = {
     "export": ("train", "export"),
     "tensorboard": ("train", "tensorboard"),
     "jit_compile": ("train", "jit_compile"),
+    "steps_per_execution": ("train", "steps_per_execution"),
+    "mixed_precision": ("train", "mixed_precision"),
 }
 # What may change when a run is resumed; everything else must match the saved config.
-RESUMABLE_FIELDS = {"epochs", "export", "tensorboard", "run_dir", "data_dir", "jit_compile"}
+RESUMABLE_FIELDS = {
+    "epochs", "export", "tensorboard", "run_dir", "data_dir", "jit_compile", "steps_per_execution", "mixed_precision"
+}
 
 
 def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
@@ -120,6 +136,11 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     add("--likelihood", choices=LIKELIHOODS, help="pixel likelihood (default bernoulli)")
     add("--beta", type=float, help="weight of the KL term (default 1.0)")
     add("--no-conditional", dest="conditional", action="store_false", help="train a plain VAE (no condition)")
+    add("--task", choices=TASKS, help="classes: p(image | class) (default); quadrants: complete an image from part of it")
+    add("--quadrants", type=int, choices=QUADRANT_COUNTS, help="visible quadrants for --task quadrants (default 1)")
+    add("--model", dest="objective", choices=OBJECTIVES,
+        help="for --task quadrants: baseline, cvae (default), gsnn or hybrid (Sohn et al. 2015)")
+    add("--alpha", type=float, help="hybrid objective: α·CVAE + (1−α)·GSNN (default 0.5)")
     add("--epochs", type=int, help="total number of epochs, also with --resume (default 100)")
     add("--batch-size", type=int, help="batch size (default 128)")
     add("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
@@ -128,7 +149,12 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     add("--run-dir", help="where the run's files go (default runs/<dataset>-<arch>)")
     add("--export", help="SavedModel export root (default saved_models/<dataset>-<arch>)")
     add("--tensorboard", action="store_true", help="log scalars and sample grids for TensorBoard")
+    add("--jit", dest="jit_compile", action="store_true", help="XLA-compile the train step (default: on GPU only)")
     add("--no-jit", dest="jit_compile", action="store_false", help="do not XLA-compile the train step")
+    add("--steps-per-execution", type=int,
+        help="train steps per compiled call (default 32); callbacks see every Nth batch")
+    add("--mixed-precision", action="store_true",
+        help="compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32)")
     add("--resume", action="store_true", default=False, help="continue the run in --run-dir")
     add("--debug", action="store_true", default=False, help="show tracebacks")
     return parser
@@ -147,7 +173,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         given["hidden_units"] = tuple(given["hidden_units"])
     probe = RunConfig()
     _apply(probe, given)
-    default_name = f"{probe.data.dataset}-{probe.model.arch}"
+    default_name = probe.run_name()
     run_dir = Path(probe.train.run_dir or Path("runs") / default_name)
 
     saved_config = run_dir / "config.json"

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
+# "classes": p(x | one-hot class); "quadrants": complete an image from some of its quadrants.
+TASKS = ("classes", "quadrants")
+QUADRANT_COUNTS = (1, 2, 3)
+OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see structured_cvae.py
 LIKELIHOODS = ("bernoulli", "gaussian")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
 
@@ -26,11 +30,17 @@ class DataConfig:
     """Where the data comes from and how much of it is used."""
 
     dataset: str = "mnist"
+    task: str = "classes"
+    quadrants: int = 1  # visible quadrants, for task "quadrants"
     data_dir: str | None = None
     limit: int | None = None
     validation_fraction: float = 0.1
 
     def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.quadrants not in QUADRANT_COUNTS:
+            raise ConfigError(f"--quadrants must be 1, 2 or 3, got {self.quadrants!r}")
         if self.limit is not None and self.limit < 2:
             raise ConfigError(f"--limit must be at least 2, got {self.limit}")
         if not 0.0 < self.validation_fraction < 1.0:
@@ -49,6 +59,8 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     beta: float = 1.0
     conditional: bool = True
+    objective: str = "cvae"  # baseline, gsnn and hybrid are for task "quadrants"
+    alpha: float = 0.5  # the hybrid objective's weight of the CVAE term
 
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
@@ -69,6 +81,10 @@ class ModelConfig:
             raise ConfigError(f"--latent-dim must be at least 1, got {self.latent_dim}")
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--model must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         units = self.resolved_hidden_units()
         if not units or any(u < 1 for u in units):
             raise ConfigError(f"--hidden-units must be positive integers, got {units}")
@@ -86,7 +102,9 @@ class TrainConfig:
     run_dir: str | None = None
     export: str | None = None
     tensorboard: bool = False
-    jit_compile: bool = True
+    jit_compile: bool | None = None  # None: the measured best for the device (see training.py)
+    steps_per_execution: int = 32
+    mixed_precision: bool = False
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -97,6 +115,8 @@ class TrainConfig:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+        if self.steps_per_execution < 1:
+            raise ConfigError(f"--steps-per-execution must be at least 1, got {self.steps_per_execution}")
 
 
 @dataclass
@@ -111,6 +131,19 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.data.task == "classes" and self.model.objective != "cvae":
+            raise ConfigError(f"--model {self.model.objective} is for --task quadrants (class-conditional runs are cvae)")
+        if self.data.task == "quadrants" and self.model.arch != "mlp":
+            raise ConfigError("--task quadrants uses --arch mlp (conv is not implemented for it)")
+        if self.data.task == "quadrants" and not self.model.conditional:
+            raise ConfigError("--no-conditional does not apply to --task quadrants (the condition is the image part)")
+
+    def run_name(self) -> str:
+        """The default name of the run dir and export: `<dataset>-<arch>`, or for image completion
+        `<dataset>-quadrants<N>-<model>`."""
+        if self.data.task == "quadrants":
+            return f"{self.data.dataset}-quadrants{self.data.quadrants}-{self.model.objective}"
+        return f"{self.data.dataset}-{self.model.arch}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,6 +7,9 @@ Signatures (dynamic batch, float32 images in [0, 1] shaped N×H×W×C, int32 lab
   reconstruct:     images, labels → images
   log_likelihood:  images, labels, z → log_likelihood (log p(x | z, c) per image, for evaluation)
 
+An image-completion model (StructuredCVAE) gets `complete` instead, also as serving_default:
+  complete:        images (whole or masked) → images (visible pixels kept, the rest one sample)
+
 The signatures declare these shapes, and since a signature call does not enforce a declared
 shape at run time, wrong image or z shapes, out-of-range labels and batch mismatches also fail
 in the graph through tf.debugging asserts whose messages name the problem. No Python-function ops, so TF Serving
@@ -23,9 +26,11 @@ import tensorflow as tf
 
 from keras_cvae.files import atomic_directory
 from keras_cvae.inference import CLASS_NAMES_ASSET, CONFIG_ASSET
-from keras_cvae.model import CVAE
+from keras_cvae.model import CVAE, VariationalModel
+from keras_cvae.structured_cvae import StructuredCVAE
 
 SIGNATURES = ("serving_default", "decode", "encode", "reconstruct", "log_likelihood")
+COMPLETION_SIGNATURES = ("serving_default", "complete")
 
 
 def next_version(export_root: str | Path) -> int:
@@ -104,8 +109,29 @@ def build_archive(model: CVAE) -> keras.export.ExportArchive:
     return archive
 
 
+def build_completion_archive(model: StructuredCVAE) -> keras.export.ExportArchive:
+    """An ExportArchive with `complete` (and the same function as serving_default)."""
+    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
+    shape = "×".join(["N", *map(str, model.image_shape)])
+
+    def complete(images):
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant(model.image_shape, tf.int32), message=f"images must have shape {shape}"
+        )
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
+        eps = tf.random.normal([tf.shape(images)[0], model.latent_dim])
+        return {"images": model.complete(images, eps=eps)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name in COMPLETION_SIGNATURES:
+        archive.add_endpoint(name, complete, input_signature=[image_spec])
+    return archive
+
+
 def export_saved_model(
-    model: CVAE, export_root: str | Path, version: int | None = None, dataset: str | None = None
+    model: VariationalModel, export_root: str | Path, version: int | None = None, dataset: str | None = None
 ) -> Path:
     """Write `model` as `<export_root>/<version>/` (the next free integer unless given), atomically.
 
@@ -119,7 +145,8 @@ def export_saved_model(
     target = root / str(version)
     if target.exists():
         raise FileExistsError(f"export version {target} already exists; pick another --version")
-    archive = build_archive(model)
+    model = model.float32_copy()  # a mixed-precision model is served in float32
+    archive = build_completion_archive(model) if isinstance(model, StructuredCVAE) else build_archive(model)
     with atomic_directory(target) as tmp:
         archive.write_out(str(tmp), verbose=False)
         assets = tmp / "assets"

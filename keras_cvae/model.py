@@ -7,7 +7,8 @@ are computed; `train_step`, `test_step` and evaluation all go through it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -37,8 +38,83 @@ def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.D
     return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
 
 
+@contextlib.contextmanager
+def global_dtype_policy(name: str) -> Iterator[None]:
+    """Layers built inside compute in `name` ("float32", "mixed_bfloat16", …); restored after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+class VariationalModel(keras.Model):
+    """What the CVAE and the structured-output CVAE share: the KL weight, the noise, the metric
+    trackers and the train/test steps. A subclass defines `compute_terms(images, labels,
+    training)`, which returns per-image tensors named as in METRIC_NAMES."""
+
+    def __init__(self, seed: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        # The KL weight for warm-up (set by the KLWarmup callback); saved with the checkpoint.
+        self.kl_weight = self.add_weight(
+            name="kl_weight", shape=(), initializer="ones", trainable=False
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        # Listed here so that Keras resets them at the start of every epoch.
+        return list(self.trackers.values())
+
+    def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    def sample_posterior(self, z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
+        """z = μ + σ·ε, the reparameterised sample that gradients flow through."""
+        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
+        return z_mean + tf.exp(0.5 * z_log_var) * eps
+
+    def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])  # Mean over the batch, weighted by batch size
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        images, labels = data
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(images, labels, training=True)
+            loss = tf.reduce_mean(terms["loss"])
+            # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, which scales
+            # here and unscales in `apply`; for any other optimizer this returns `loss` unchanged.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        return self._record(terms)
+
+    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        images, labels = data
+        return self._record(self.compute_terms(images, labels, training=False))
+
+    def float32_copy(self) -> VariationalModel:
+        """This model computing in float32 (itself if it already does), e.g. for export."""
+        if self.compute_dtype == "float32":
+            return self
+        with global_dtype_policy("float32"):
+            copy = type(self).from_config(self.get_config())
+        copy.set_weights(self.get_weights())
+        return copy
+
+
+def bounded_log_var(log_var: tf.Tensor) -> tf.Tensor:
+    """A network's log-variance, cast to float32 and squashed softly into ±LOG_VAR_BOUND."""
+    return LOG_VAR_BOUND * tf.tanh(tf.cast(log_var, tf.float32) / LOG_VAR_BOUND)
+
+
 @keras.saving.register_keras_serializable(package="keras_cvae")
-class CVAE(keras.Model):
+class CVAE(VariationalModel):
     """Conditional VAE p(x | z, c) p(z) with encoder q(z | x, c), trained on the ELBO.
 
     Args:
@@ -76,7 +152,7 @@ class CVAE(keras.Model):
         seed: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         self.image_shape = tuple(int(d) for d in image_shape)
@@ -88,7 +164,6 @@ class CVAE(keras.Model):
         self.beta = float(beta)
         self.conditional = bool(conditional)
         self.class_names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
-        self.seed = seed
 
         num_conditions = self.num_classes if self.conditional else 0
         network_args = (self.image_shape, num_conditions, self.latent_dim, arch, self.hidden_units)
@@ -99,12 +174,6 @@ class CVAE(keras.Model):
                 name="pixel_scale_raw", shape=self.image_shape,
                 initializer=keras.initializers.Constant(-2.3),  # σ ≈ 0.1 at the start
             )
-        # The KL weight for warm-up (set by the KLWarmup callback); saved with the checkpoint.
-        self.kl_weight = self.add_weight(
-            name="kl_weight", shape=(), initializer="ones", trainable=False
-        )
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         self.built = True
 
     # -- configuration ----------------------------------------------------------------------
@@ -124,11 +193,6 @@ class CVAE(keras.Model):
             "seed": self.seed,
         }
 
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        # Listed here so that Keras resets them at the start of every epoch.
-        return list(self.trackers.values())
-
     # -- the networks as distributions --------------------------------------------------------
 
     def _with_condition(self, tensor: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
@@ -140,11 +204,12 @@ class CVAE(keras.Model):
     def encode(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """q(z | x, c)'s mean and (bounded) log-variance, each [N, latent_dim]."""
         z_mean, z_log_var = self.encoder(self._with_condition(images, labels), training=training)
-        z_log_var = LOG_VAR_BOUND * tf.tanh(z_log_var / LOG_VAR_BOUND)
-        return z_mean, z_log_var
+        # Under mixed precision the networks compute in bfloat16/float16; the distributions,
+        # the KL and the losses stay in float32.
+        return tf.cast(z_mean, tf.float32), bounded_log_var(z_log_var)
 
     def decoder_logits(self, z: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.decoder(self._with_condition(z, labels), training=training)
+        return tf.cast(self.decoder(self._with_condition(z, labels), training=training), tf.float32)
 
     def decode(self, z: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         """The mean image E[x | z, c] in [0, 1], [N, H, W, C]."""
@@ -169,11 +234,6 @@ class CVAE(keras.Model):
         logits = self.decoder_logits(z, labels, training=training)
         return self.likelihood_distribution(logits).log_prob(images)
 
-    def sample_posterior(self, z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
-        """z = μ + σ·ε, the reparameterised sample that gradients flow through."""
-        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
-        return z_mean + tf.exp(0.5 * z_log_var) * eps
-
     # -- the objective ------------------------------------------------------------------------
 
     def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
@@ -188,24 +248,6 @@ class CVAE(keras.Model):
             "kl_loss": kl,
             "elbo": -(reconstruction + kl),
         }
-
-    def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])  # Mean over the batch, weighted by batch size
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = data
-        with tf.GradientTape() as tape:
-            terms = self.compute_terms(images, labels, training=True)
-            loss = tf.reduce_mean(terms["loss"])
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._record(terms)
-
-    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = data
-        return self._record(self.compute_terms(images, labels, training=False))
 
     # -- inference ----------------------------------------------------------------------------
 

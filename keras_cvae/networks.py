@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
 CONV_FILTERS = (32, 64)  # two stride-2 convolutions: 28 → 14 → 7, as in keras-io's VAE
@@ -26,8 +27,13 @@ def build_encoder(
     latent_dim: int,
     arch: str,
     hidden_units: Sequence[int],
+    name: str = "encoder",
 ) -> keras.Model:
-    """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim]."""
+    """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim].
+
+    The structured-output CVAE reuses it with a flat image part as the condition: as its
+    recognition network q(z | x, y, ŷ) and its prior network p(z | x, ŷ).
+    """
     height, width, _ = image_shape
     image = keras.Input(tuple(image_shape), name="image")
     condition = _condition_input(num_conditions)
@@ -52,7 +58,7 @@ def build_encoder(
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
     inputs = [image, condition] if condition is not None else [image]
-    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
+    return keras.Model(inputs, [z_mean, z_log_var], name=name)
 
 
 def build_decoder(
@@ -61,8 +67,12 @@ def build_decoder(
     latent_dim: int,
     arch: str,
     hidden_units: Sequence[int],
+    name: str = "decoder",
 ) -> keras.Model:
-    """The decoder: (z, one-hot condition) → logits (Bernoulli) or means' logits, [N, H, W, C]."""
+    """The decoder: (z, one-hot condition) → logits (Bernoulli) or means' logits, [N, H, W, C].
+
+    The structured-output CVAE reuses it as its generation network p(y | x, z), x flattened.
+    """
     height, width, channels = image_shape
     z = keras.Input((latent_dim,), name="z")
     condition = _condition_input(num_conditions)
@@ -87,4 +97,14 @@ def build_decoder(
     else:
         raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
     inputs = [z, condition] if condition is not None else [z]
-    return keras.Model(inputs, logits, name="decoder")
+    return keras.Model(inputs, logits, name=name)
+
+
+def build_baseline(image_shape: Sequence[int], hidden_units: Sequence[int]) -> keras.Model:
+    """The structured-output CVAE's deterministic baseline: masked image x → logits of ŷ, [N, H, W, C]."""
+    image = keras.Input(tuple(image_shape), name="masked_image")
+    h = layers.Flatten(name="flatten")(image)
+    for i, units in enumerate(hidden_units):
+        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+    h = layers.Dense(int(np.prod(image_shape)), name="logits_flat")(h)
+    return keras.Model(image, layers.Reshape(tuple(image_shape), name="logits")(h), name="baseline")

@@ -88,3 +88,14 @@ def latent_scatter_figure(
     axes.set_title("latent space of test images (posterior means)")
     axes.legend(markerscale=4, fontsize=8, loc="best")
     return figure
+
+
+def completion_figure(
+    inputs: np.ndarray, truth: np.ndarray, baseline: np.ndarray, samples: np.ndarray, title: str | None = None
+) -> plt.Figure:
+    """Image completion, one example per row: the visible part (masked pixels grey), the truth,
+    the baseline's prediction, then the samples. inputs/truth/baseline [N, H, W, C], samples [N, S, H, W, C]."""
+    shown_inputs = np.where(inputs < 0, 0.5, inputs)  # MASK_VALUE is negative
+    columns = np.concatenate([shown_inputs[:, None], truth[:, None], baseline[:, None], samples], axis=1)
+    labels = ["input", "truth", "baseline", *(f"sample {i + 1}" for i in range(samples.shape[1]))]
+    return sample_grid_figure(columns, [str(i + 1) for i in range(len(inputs))], title=title, column_labels=labels)

@@ -6,13 +6,17 @@ TensorFlow gets imported.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from keras_cvae.callbacks import (
+    CompletionGrid,
     EpochCheckpoint,
     HistoryWriter,
     KLWarmup,
@@ -24,46 +28,93 @@ from keras_cvae.callbacks import (
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset, limit_and_split, make_pipeline
 from keras_cvae.files import atomic_path
-from keras_cvae.model import CVAE
+from keras_cvae.model import CVAE, VariationalModel, global_dtype_policy
+from keras_cvae.optimizers import FusedAdam
+from keras_cvae.structured_cvae import StructuredCVAE
 
 
 @dataclass
 class TrainResult:
-    model: CVAE
+    model: VariationalModel
     history: list[dict[str, float]]
     run_dir: Path
 
 
-def build_model(config: RunConfig, dataset: LoadedDataset) -> CVAE:
-    """A new, compiled CVAE shaped for `dataset` as `config` describes."""
+def has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_jit_compile(setting: bool | None) -> bool:
+    """XLA for the train step: the given setting, else on for a GPU and off for a CPU.
+
+    Measured on 2 CPU cores (benchmarks/train_speed.py): XLA gives the float32 MLP no gain and
+    makes the bfloat16 one about 40% slower, as XLA's CPU backend does not use oneDNN's AMX kernels.
+    """
+    return has_gpu() if setting is None else setting
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """Build and train under mixed precision: bfloat16 on a CPU, float16 on a GPU.
+
+    The networks' weights stay float32; the model casts their outputs to float32, so the
+    distributions, KL and losses are float32. The previous global policy is restored after.
+    """
+    if not mixed:
+        yield
+        return
+    with global_dtype_policy("mixed_float16" if has_gpu() else "mixed_bfloat16"):
+        yield
+
+
+def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
+    """A new, compiled model shaped for `dataset` as `config` describes: a CVAE for task
+    "classes", a StructuredCVAE for task "quadrants"."""
     m = config.model
-    model = CVAE(
-        image_shape=dataset.x_train.shape[1:],
-        num_classes=len(dataset.class_names),
-        latent_dim=m.latent_dim,
-        arch=m.arch,
-        hidden_units=m.resolved_hidden_units(),
-        likelihood=m.likelihood,
-        beta=m.beta,
-        conditional=m.conditional,
-        class_names=dataset.class_names,
-        seed=config.train.seed,
-    )
+    if config.data.task == "quadrants":
+        model = StructuredCVAE(
+            image_shape=dataset.x_train.shape[1:],
+            quadrants=config.data.quadrants,
+            objective=m.objective,
+            alpha=m.alpha,
+            latent_dim=m.latent_dim,
+            hidden_units=m.resolved_hidden_units(),
+            class_names=dataset.class_names,
+            seed=config.train.seed,
+        )
+    else:
+        model = CVAE(
+            image_shape=dataset.x_train.shape[1:],
+            num_classes=len(dataset.class_names),
+            latent_dim=m.latent_dim,
+            arch=m.arch,
+            hidden_units=m.resolved_hidden_units(),
+            likelihood=m.likelihood,
+            beta=m.beta,
+            conditional=m.conditional,
+            class_names=dataset.class_names,
+            seed=config.train.seed,
+        )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate),
-        jit_compile=config.train.jit_compile,
+        optimizer=FusedAdam(config.train.learning_rate),
+        jit_compile=resolve_jit_compile(config.train.jit_compile),
+        steps_per_execution=config.train.steps_per_execution,
     )
     return model
 
 
-def load_checkpoint(path: str | Path) -> CVAE:
-    """A compiled CVAE with its optimizer state, from a `.keras` file (safe mode: no code runs)."""
+def load_checkpoint(path: str | Path) -> VariationalModel:
+    """A compiled model with its optimizer state, from a `.keras` file (safe mode: no code runs)."""
     return keras.saving.load_model(path, safe_mode=True)
 
 
 def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train (or continue training) into `run_dir` until `config.train.epochs` epochs are done."""
-    run_dir = Path(run_dir)
+    with precision_policy(config.train.mixed_precision):
+        return _train(config, dataset, Path(run_dir), resume)
+
+
+def _train(config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: bool) -> TrainResult:
     tc = config.train
     keras.utils.set_random_seed(tc.seed)
     (x_train, y_train), (x_val, y_val) = limit_and_split(
@@ -76,6 +127,12 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume
     if checkpoints:
         initial_epoch, path = checkpoints[-1]
         model = load_checkpoint(path)
+        # What the checkpoint's compile config holds is replaced by this run's speed settings.
+        model.compile(
+            optimizer=model.optimizer,
+            jit_compile=resolve_jit_compile(tc.jit_compile),
+            steps_per_execution=tc.steps_per_execution,
+        )
         history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]
         print(f"Resuming from {path} (epoch {initial_epoch} of {tc.epochs})", flush=True)
     else:
@@ -89,9 +146,12 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume
     tensorboard_dir = run_dir / "tensorboard" if tc.tensorboard else None
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
-    callbacks.append(
-        SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=tc.seed, tensorboard_dir=tensorboard_dir)
-    )
+    if isinstance(model, StructuredCVAE):
+        callbacks.append(CompletionGrid(run_dir, x_val[:8].astype("float32") / 255.0, model.latent_dim, seed=tc.seed))
+    else:
+        callbacks.append(
+            SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=tc.seed, tensorboard_dir=tensorboard_dir)
+        )
     callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
 
     if initial_epoch < tc.epochs:

@@ -97,13 +97,14 @@ def test_generate_shapes_and_range():
 
 
 def test_training_step_lowers_the_loss():
+    keras.utils.set_random_seed(0)  # the initial weights decide how fast it learns
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     labels = np.arange(64, dtype="int32") % 10
     templates = (np.random.default_rng(0).random((10, 28, 28, 1)) > 0.5).astype("float32")
     images = templates[labels]  # one binary pattern per class: learnable in a few steps
     before = float(np.mean(model.compute_terms(images, labels)["loss"]))
-    model.fit(images, labels, batch_size=32, epochs=10, verbose=0)
+    model.fit(images, labels, batch_size=32, epochs=20, verbose=0)
     after = float(np.mean(model.compute_terms(images, labels)["loss"]))
     assert after < 0.8 * before
     assert set(model.get_metrics_result()) == {"loss", "reconstruction_loss", "kl_loss", "elbo"}
@@ -134,3 +135,23 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     assert int(loaded.optimizer.iterations) == 2
     for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+
+
+def test_mixed_precision_computes_in_bfloat16_but_keeps_losses_and_export_float32():
+    from keras_cvae.model import global_dtype_policy
+
+    with global_dtype_policy("mixed_bfloat16"):
+        model = small_model()
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert model.encoder.layers[-1].compute_dtype == "bfloat16"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, labels = batch(16)
+    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    terms = model.compute_terms(images, labels)
+    assert all(t.dtype == tf.float32 for t in terms.values())
+    assert all(w.dtype == "float32" for w in model.trainable_weights)  # master weights stay float32
+    exported = model.float32_copy()
+    assert exported.encoder.layers[-1].compute_dtype == "float32"
+    z = np.random.default_rng(1).standard_normal((4, 3)).astype("float32")
+    np.testing.assert_allclose(exported.decode(z, labels[:4]), model.decode(z, labels[:4]), atol=2e-2)
+    assert small_model().float32_copy().compute_dtype == "float32"

@@ -144,7 +144,12 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, fashion
 
     monkeypatch.setattr(training, "make_pipeline", poisoned)
     config.train.epochs = 2
-    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, batch 3"):
+    # One batch per compiled call names the batch; four per call name the call's batches.
+    config.train.steps_per_execution = 4
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, batches 1-4;"):
+        training.train(config, dataset, run_dir, resume=True)
+    config.train.steps_per_execution = 1
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, batch 3;"):
         training.train(config, dataset, run_dir, resume=True)
     assert (run_dir / "checkpoints" / "epoch_001.keras").read_bytes() == good
     assert not (run_dir / "checkpoints" / "epoch_002.keras").exists()

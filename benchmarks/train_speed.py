@@ -1,0 +1,429 @@
+"""Training speed of keras_cvae against the PyTorch and keras-io references, side by side.
+
+    python benchmarks/train_speed.py --epochs 3                # all four, this machine
+    python benchmarks/train_speed.py --epochs 3 --ablation     # plus keras_cvae with each speed-up off, and mixed precision
+    python benchmarks/train_speed.py --only keras_cvae_mlp,torch_mlp --epochs 5
+
+Contenders, all trained on the same full Fashion-MNIST training set (60k images, no
+validation split), batch 128, Adam 1e-3, for the same number of epochs:
+
+  keras_cvae_mlp   keras_cvae's MLP CVAE: 784+10 → 400 → 20, 20+10 → 400 → 784 (the pytorch/examples VAE plus the label)
+  torch_mlp        the same model written the way pytorch/examples writes its VAE (needs the torch CPU build)
+  keras_cvae_conv  keras_cvae's conv CVAE at keras-io's VAE size: conv 32, 64 (stride 2), dense 16, latent 2
+  kerasio_conv     that network written the keras-io way: a Sampling layer, a train_step, plain fit on arrays
+
+Each contender runs in its own process, so its peak RSS is its own. Samples/s is the median over
+the epochs after the first (the first includes tracing and compilation); test −ELBO is one
+z-sample per test image, nats per image, summed over pixels. Writes train_speed.json and
+train_speed.md to --output (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+CONTENDERS = ("keras_cvae_mlp", "torch_mlp", "keras_cvae_conv", "kerasio_conv")
+# keras_cvae with one speed-up switched off at a time (or mixed precision switched on).
+ABLATIONS = {
+    "keras_cvae_mlp:keras_adam": "Keras's own Adam instead of FusedAdam",
+    "keras_cvae_mlp:steps_per_execution_1": "one train step per compiled call",
+    "keras_cvae_mlp:jit_on": "XLA-compiled train step",
+    "keras_cvae_mlp:mixed_precision": "bfloat16 compute (CPU) / float16 (GPU)",
+    "keras_cvae_conv:mixed_precision": "bfloat16 compute (CPU) / float16 (GPU)",
+}
+PAIRS = {"mlp": ("keras_cvae_mlp", "torch_mlp"), "conv": ("keras_cvae_conv", "kerasio_conv")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: each runs in a fresh process and prints one RESULT line of JSON.
+
+
+def load_arrays(dataset: str, data_dir: str | None):
+    from keras_cvae.data import load_dataset
+
+    data = load_dataset(dataset, data_dir)
+    return data.x_train, data.y_train, data.x_test, data.y_test
+
+
+def epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision: bool) -> tuple[list[float], float]:
+    import keras
+
+    from keras_cvae.config import RunConfig
+    from keras_cvae.data import LoadedDataset, make_pipeline
+    from keras_cvae.training import build_model, precision_policy
+
+    x_train, y_train, x_test, y_test = arrays
+    config = RunConfig()
+    config.model.arch = arch
+    if arch == "conv":
+        config.model.hidden_units, config.model.latent_dim = (16,), 2
+    config.train.batch_size, config.train.learning_rate = BATCH_SIZE, LEARNING_RATE
+    config.train.mixed_precision = mixed_precision or variant == "mixed_precision"
+    if variant == "steps_per_execution_1":
+        config.train.steps_per_execution = 1
+    if variant == "jit_on":
+        config.train.jit_compile = True
+    keras.utils.set_random_seed(0)
+    dataset = LoadedDataset(x_train, y_train, x_test, y_test, class_names=tuple(str(i) for i in range(10)), source="")
+    with precision_policy(config.train.mixed_precision):
+        model = build_model(config, dataset)
+        if variant == "keras_adam":
+            model.compile(
+                optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                jit_compile=model.jit_compile,
+                steps_per_execution=config.train.steps_per_execution,
+            )
+        timer = epoch_timer()
+        model.fit(make_pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0,
+                  callbacks=[timer])
+        metrics = model.evaluate(make_pipeline(x_test, y_test, 1000, shuffle=False), verbose=0, return_dict=True)
+    return timer.seconds, -float(metrics["elbo"])
+
+
+def run_torch_mlp(arrays, epochs: int) -> tuple[list[float], float]:
+    """The pytorch/examples VAE (examples/vae/main.py), with the one-hot label joined to x and z."""
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    x_train, y_train, x_test, y_test = arrays
+    torch.manual_seed(0)
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(784 + 10, 400)
+            self.fc21 = nn.Linear(400, 20)
+            self.fc22 = nn.Linear(400, 20)
+            self.fc3 = nn.Linear(20 + 10, 400)
+            self.fc4 = nn.Linear(400, 784)
+
+        def encode(self, x, c):
+            h1 = F.relu(self.fc1(torch.cat([x, c], 1)))
+            return self.fc21(h1), self.fc22(h1)
+
+        def reparameterize(self, mu, logvar):
+            std = torch.exp(0.5 * logvar)
+            eps = torch.randn_like(std)
+            return mu + eps * std
+
+        def decode(self, z, c):
+            h3 = F.relu(self.fc3(torch.cat([z, c], 1)))
+            return torch.sigmoid(self.fc4(h3))
+
+        def forward(self, x, c):
+            mu, logvar = self.encode(x.view(-1, 784), c)
+            z = self.reparameterize(mu, logvar)
+            return self.decode(z, c), mu, logvar
+
+    def loss_function(recon_x, x, mu, logvar):
+        bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return bce + kld
+
+    def tensors(images, labels):
+        return torch.from_numpy(images.reshape(-1, 784).astype(np.float32) / 255.0), torch.from_numpy(
+            labels.astype(np.int64))
+
+    train_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors(x_train, y_train)), batch_size=BATCH_SIZE, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors(x_test, y_test)), batch_size=1000, shuffle=False)
+    model = VAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for data, labels in train_loader:
+            optimizer.zero_grad()
+            recon_batch, mu, logvar = model(data, F.one_hot(labels, 10).float())
+            loss = loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for data, labels in test_loader:
+            recon_batch, mu, logvar = model(data, F.one_hot(labels, 10).float())
+            total += loss_function(recon_batch, data, mu, logvar).item()
+    return seconds, total / len(x_test)
+
+
+def run_kerasio_conv(arrays, epochs: int) -> tuple[list[float], float]:
+    """keras-io's "Variational AutoEncoder" (Keras 3), with the label tiled into the encoder's input
+    and joined to z, at the size of keras_cvae's conv model above."""
+    import keras
+    import numpy as np
+    from keras import layers, ops
+
+    x_train, y_train, x_test, y_test = arrays
+    keras.utils.set_random_seed(0)
+    latent_dim = 2
+
+    class Sampling(layers.Layer):
+        """Uses (z_mean, z_log_var) to sample z, the vector encoding a digit."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(1337)
+
+        def call(self, inputs):
+            z_mean, z_log_var = inputs
+            epsilon = keras.random.normal(shape=ops.shape(z_mean), seed=self.seed_generator)
+            return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    encoder_inputs = keras.Input(shape=(28, 28, 1))
+    label_inputs = keras.Input(shape=(10,))
+    planes = layers.UpSampling2D(size=(28, 28))(layers.Reshape((1, 1, 10))(label_inputs))
+    x = layers.Concatenate()([encoder_inputs, planes])
+    x = layers.Conv2D(32, 3, activation="relu", strides=2, padding="same")(x)
+    x = layers.Conv2D(64, 3, activation="relu", strides=2, padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16, activation="relu")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    z = Sampling()([z_mean, z_log_var])
+    encoder = keras.Model([encoder_inputs, label_inputs], [z_mean, z_log_var, z], name="encoder")
+
+    latent_inputs = keras.Input(shape=(latent_dim,))
+    decoder_labels = keras.Input(shape=(10,))
+    x = layers.Concatenate()([latent_inputs, decoder_labels])
+    x = layers.Dense(16, activation="relu")(x)
+    x = layers.Dense(7 * 7 * 64, activation="relu")(x)
+    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Conv2DTranspose(64, 3, activation="relu", strides=2, padding="same")(x)
+    x = layers.Conv2DTranspose(32, 3, activation="relu", strides=2, padding="same")(x)
+    decoder_outputs = layers.Conv2DTranspose(1, 3, activation="sigmoid", padding="same")(x)
+    decoder = keras.Model([latent_inputs, decoder_labels], decoder_outputs, name="decoder")
+
+    class VAE(keras.Model):
+        def __init__(self, encoder, decoder, **kwargs):
+            super().__init__(**kwargs)
+            self.encoder = encoder
+            self.decoder = decoder
+            self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+            self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+            self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+
+        @property
+        def metrics(self):
+            return [self.total_loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
+
+        def losses_of(self, data):
+            images, labels = data
+            z_mean, z_log_var, z = self.encoder([images, labels])
+            reconstruction = self.decoder([z, labels])
+            reconstruction_loss = ops.mean(
+                ops.sum(keras.losses.binary_crossentropy(images, reconstruction), axis=(1, 2)))
+            kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+            kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
+            return reconstruction_loss, kl_loss
+
+        def train_step(self, data):
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                reconstruction_loss, kl_loss = self.losses_of(data)
+                total_loss = reconstruction_loss + kl_loss
+            grads = tape.gradient(total_loss, self.trainable_weights)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+            self.total_loss_tracker.update_state(total_loss)
+            self.reconstruction_loss_tracker.update_state(reconstruction_loss)
+            self.kl_loss_tracker.update_state(kl_loss)
+            return {m.name: m.result() for m in self.metrics}
+
+    def inputs(images, labels):
+        return (images.astype("float32") / 255,
+                keras.utils.to_categorical(labels, 10).astype("float32"))
+
+    vae = VAE(encoder, decoder)
+    vae.compile(optimizer=keras.optimizers.Adam())
+    timer = epoch_timer()
+    vae.fit(*inputs(x_train, y_train), epochs=epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=[timer])
+    images, labels = (ops.convert_to_tensor(a) for a in inputs(x_test, y_test))
+    totals = [sum(float(t) for t in vae.losses_of((images[i:i + 1000], labels[i:i + 1000])))
+              for i in range(0, len(images), 1000)]
+    return timer.seconds, float(np.mean(totals))
+
+
+def worker(name: str, args: argparse.Namespace) -> dict:
+    arrays = load_arrays(args.dataset, args.data_dir)
+    contender, _, variant = name.partition(":")
+    if contender == "torch_mlp":
+        seconds, neg_elbo = run_torch_mlp(arrays, args.epochs)
+    elif contender == "kerasio_conv":
+        seconds, neg_elbo = run_kerasio_conv(arrays, args.epochs)
+    else:
+        arch = contender.rsplit("_", 1)[1]
+        seconds, neg_elbo = run_keras_cvae(variant, arch, arrays, args.epochs, args.mixed_precision)
+    steady = seconds[1:] or seconds
+    samples = len(arrays[0])
+    return {
+        "name": name,
+        "seconds_per_epoch": [round(s, 3) for s in seconds],
+        "samples_per_s": round(samples / statistics.median(steady)),
+        "test_neg_elbo": round(neg_elbo, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: runs each worker in its own process and writes the results.
+
+
+def run_worker(name: str, args: argparse.Namespace) -> dict | None:
+    command = [sys.executable, __file__, "--worker", name, "--epochs", str(args.epochs), "--dataset", args.dataset]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.mixed_precision:
+        command.append("--mixed-precision")
+    print(f"running {name} ({args.epochs} epochs) …", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+            print(f"  {result['samples_per_s']} samples/s, epochs {result['seconds_per_epoch']} s, "
+                  f"test −ELBO {result['test_neg_elbo']}, peak RSS {result['peak_rss_mib']} MiB", flush=True)
+            return result
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    print(f"  {name} failed: {lines[-1] if lines else 'no output'}", flush=True)
+    return None
+
+
+def torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def device_description() -> str:
+    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                          text=True).stdout.strip() if _has_nvidia_smi() else ""
+    cpu = platform.processor() or platform.machine()
+    return f"{gpus} GPU" if gpus else f"CPU: {os.cpu_count()} cores ({cpu})"
+
+
+def _has_nvidia_smi() -> bool:
+    from shutil import which
+
+    return which("nvidia-smi") is not None
+
+
+def summarise(results: dict[str, dict], args: argparse.Namespace, notes: list[str]) -> dict:
+    summary: dict = {"epochs": args.epochs, "dataset": args.dataset, "batch_size": BATCH_SIZE,
+                     "device": device_description(), "mixed_precision": args.mixed_precision,
+                     "command": "python benchmarks/train_speed.py " + " ".join(args.argv), "notes": notes}
+    for name, result in results.items():
+        key = name.replace(":", "__")
+        summary[f"{key}_samples_per_s"] = result["samples_per_s"]
+        summary[f"{key}_seconds_per_epoch"] = result["seconds_per_epoch"]
+        summary[f"{key}_test_neg_elbo"] = result["test_neg_elbo"]
+        summary[f"{key}_peak_rss_mib"] = result["peak_rss_mib"]
+    for kind, (ours, theirs) in PAIRS.items():
+        if ours in results and theirs in results:
+            summary[f"{kind}_speed_ratio"] = round(results[ours]["samples_per_s"] / results[theirs]["samples_per_s"], 2)
+    return summary
+
+
+def markdown_table(results: dict[str, dict], summary: dict) -> str:
+    lines = [
+        f"# Training speed: {summary['epochs']} epochs of {summary['dataset']}, batch {BATCH_SIZE}",
+        "",
+        f"Device: {summary['device']}. Command: `{summary['command']}`.",
+        "",
+        "| contender | samples/s | s/epoch (each) | test −ELBO (nats) | peak RSS (MiB) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, r in results.items():
+        label = f"{name} ({ABLATIONS[name]})" if name in ABLATIONS else name
+        epochs = ", ".join(f"{s:.2f}" for s in r["seconds_per_epoch"])
+        lines.append(f"| {label} | {r['samples_per_s']:,} | {epochs} | {r['test_neg_elbo']:.2f} | {r['peak_rss_mib']} |")
+    lines.append("")
+    for kind in PAIRS:
+        if f"{kind}_speed_ratio" in summary:
+            ours, theirs = PAIRS[kind]
+            lines.append(f"- {kind}_speed_ratio ({ours} / {theirs}): **{summary[f'{kind}_speed_ratio']}**")
+    lines += [f"- {note}" for note in summary["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    parser.add_argument("--ablation", action="store_true", help="also run keras_cvae with each speed-up off, and in mixed precision")
+    parser.add_argument("--mixed-precision", action="store_true", help="keras_cvae contenders in mixed precision")
+    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = [a for a in argv if a != "--worker"]
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args)), flush=True)
+        return 0
+
+    names = args.only.split(",") if args.only else list(CONTENDERS)
+    unknown = set(names) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
+    notes = []
+    if "torch_mlp" in names and not torch_available():
+        names.remove("torch_mlp")
+        notes.append("torch_mlp skipped: PyTorch is not installed (pip install torch==2.13.0 for the CPU build)")
+        print(notes[-1], flush=True)
+    if args.ablation:
+        names += list(ABLATIONS)
+    results = {name: r for name in names if (r := run_worker(name, args)) is not None}
+    summary = summarise(results, args, notes)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "train_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = markdown_table(results, summary)
+    (output / "train_speed.md").write_text(table)
+    print("\n" + table)
+    print(f"wrote {output / 'train_speed.json'} and {output / 'train_speed.md'}")
+    return 0 if len(results) == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

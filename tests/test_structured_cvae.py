@@ -1,0 +1,185 @@
+"""The structured-output CVAE: masking, the KL between its two networks, the NCLL estimator,
+serialization, the `complete` export, the command line, and a short training run."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import project_lines, run_cli
+from keras_cvae.evaluation import conditional_nll
+from keras_cvae.export import COMPLETION_SIGNATURES, export_saved_model
+from keras_cvae.quadrants import MASK_VALUE, masked_input, visible_mask
+from keras_cvae.structured_cvae import StructuredCVAE
+
+
+def small(objective: str = "cvae", quadrants: int = 1, **kwargs) -> StructuredCVAE:
+    return StructuredCVAE(quadrants=quadrants, objective=objective, latent_dim=3, hidden_units=(16,), seed=0, **kwargs)
+
+
+def images(n: int = 6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype("float32")
+
+
+# ------------------------------------------------------------------------------------------
+# Masking
+
+
+@pytest.mark.parametrize(
+    ("quadrants", "visible_corners"),
+    [(1, {"bottom_left"}), (2, {"bottom_left", "top_left"}), (3, {"bottom_left", "top_left", "top_right"})],
+)
+def test_masking_shows_the_right_quadrants(quadrants, visible_corners):
+    mask = visible_mask((28, 28, 1), quadrants)[..., 0]
+    corners = {"top_left": mask[:14, :14], "top_right": mask[:14, 14:],
+               "bottom_left": mask[14:, :14], "bottom_right": mask[14:, 14:]}
+    for name, block in corners.items():
+        assert np.all(block == (1.0 if name in visible_corners else 0.0)), name
+    x = masked_input(images(2), visible_mask((28, 28, 1), quadrants))
+    assert np.sum(x[0] == MASK_VALUE) == 196 * (4 - quadrants)  # the missing pixels: y
+    np.testing.assert_array_equal(x[0][mask == 1], images(2)[0][mask == 1])  # the visible ones: x
+    with pytest.raises(ValueError, match="quadrants must be one of"):
+        visible_mask((28, 28, 1), 4)
+
+
+def test_model_masks_its_input_and_completion_keeps_visible_pixels():
+    model = small(quadrants=2)
+    batch = images(4)
+    x = model.condition(batch).numpy()
+    np.testing.assert_array_equal(model.condition(x).numpy(), x)  # masking twice changes nothing
+    completed = model.complete(x, seed=1).numpy()
+    visible = model.visible.astype(bool)
+    np.testing.assert_allclose(completed[:, visible], batch[:, visible], atol=1e-7)
+    assert completed.min() >= 0 and completed.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------
+# The objective
+
+
+def test_kl_between_prior_and_recognition_networks_equals_closed_form():
+    model = small(quadrants=1)
+    batch = images()
+    x = model.condition(batch)
+    y_hat = tf.sigmoid(model.baseline_logits(x))
+    q, p = model.posterior(batch, x, y_hat), model.prior(x, y_hat)
+    mq, sq, mp, sp = (t.numpy().astype(np.float64) for t in (q.mean(), q.stddev(), p.mean(), p.stddev()))
+    closed = np.sum(np.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5, axis=1)
+    model.seed_generator = keras.random.SeedGenerator(0)
+    terms = model.compute_terms(batch, None)
+    np.testing.assert_allclose(terms["kl_loss"].numpy(), closed, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(terms["elbo"], -(terms["reconstruction_loss"] + terms["kl_loss"]), rtol=1e-6)
+
+
+def test_terms_per_objective():
+    batch = images()
+    base = small("baseline").compute_terms(batch, None)
+    np.testing.assert_array_equal(base["kl_loss"], 0.0)
+    np.testing.assert_allclose(base["loss"], base["reconstruction_loss"])
+    # Missing pixels only: 3 of 4 quadrants, each pixel's Bernoulli NLL is between 0 and ~log 2 + |logit|.
+    assert np.all(base["reconstruction_loss"] > 0)
+    for objective in ("cvae", "gsnn", "hybrid"):
+        terms = small(objective).compute_terms(batch, None, training=True)
+        assert all(t.shape == (6,) and np.all(np.isfinite(t)) for t in terms.values())
+
+
+def test_baseline_gets_gradients_only_from_its_own_loss():
+    """ŷ enters the prior and recognition networks through a stop-gradient."""
+    model = small("hybrid")
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.compute_terms(images(), None, training=True)
+        cvae_part = tf.reduce_sum(terms["reconstruction_loss"] + terms["kl_loss"])
+        total = tf.reduce_sum(terms["loss"])
+    assert all(g is None for g in tape.gradient(cvae_part, model.baseline.trainable_weights))
+    assert all(g is not None for g in tape.gradient(total, model.baseline.trainable_weights))
+
+
+# ------------------------------------------------------------------------------------------
+# The NCLL estimator
+
+
+class FixedWeights:
+    """Stands in for a model: log-weights near −1e4, where a naive exp() underflows to 0."""
+
+    def log_weights(self, batch, num_samples):
+        offsets = np.log(np.arange(1, num_samples + 1, dtype=np.float64))[:, None]
+        return tf.constant(-1.0e4 + offsets + np.zeros((1, len(batch))))
+
+
+def test_ncll_estimator_is_stable_for_very_negative_log_weights():
+    nll = conditional_nll(FixedWeights(), images(5), num_samples=50)
+    expected = 1.0e4 - np.log(np.mean(np.arange(1, 51)))
+    np.testing.assert_allclose(nll, expected, rtol=1e-12)
+
+
+def test_ncll_baseline_is_its_own_nll_and_iw_bound_beats_elbo():
+    batch = images(8)
+    base = small("baseline")
+    np.testing.assert_allclose(
+        conditional_nll(base, batch, 10), base.compute_terms(batch, None)["reconstruction_loss"], rtol=1e-5
+    )
+    model = small("cvae")
+    ncll = conditional_nll(model, batch, 200)
+    neg_elbo = np.mean([-model.compute_terms(batch, None)["elbo"].numpy() for _ in range(20)], axis=0)
+    assert np.mean(ncll) <= np.mean(neg_elbo)  # log p ≥ the IW bound ≥ the ELBO, in expectation
+
+
+# ------------------------------------------------------------------------------------------
+# Serialization and export
+
+
+@pytest.mark.parametrize("objective", ["baseline", "hybrid"])
+def test_config_and_keras_file_round_trip(objective, tmp_path):
+    model = small(objective, quadrants=3, alpha=0.3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(images(16), np.zeros(16, "int32"), batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert isinstance(loaded, StructuredCVAE) and loaded.get_config() == model.get_config()
+    eps = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.complete(images(4), eps=eps), model.complete(images(4), eps=eps), atol=1e-6)
+
+
+def test_export_has_a_complete_signature(tmp_path):
+    model = small("cvae", quadrants=2)
+    version = export_saved_model(model, tmp_path / "export", dataset="fashion_mnist")
+    loaded = tf.saved_model.load(str(version))
+    assert set(loaded.signatures) == set(COMPLETION_SIGNATURES)
+    batch = images(3)
+    masked = model.condition(batch)
+    completed = loaded.signatures["complete"](images=masked)["images"].numpy()
+    assert completed.shape == (3, 28, 28, 1) and completed.dtype == np.float32
+    visible = model.visible.astype(bool)
+    np.testing.assert_allclose(completed[:, visible], batch[:, visible], atol=1e-6)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        loaded.signatures["complete"](images=tf.zeros((2, 16, 16, 1)))
+
+
+# ------------------------------------------------------------------------------------------
+# Command line and a short real run
+
+
+def test_cli_refuses_completion_models_for_class_conditional_runs(tmp_path):
+    done = run_cli("train.py", "--model", "gsnn", "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert project_lines(done.stderr) == ["train.py: error: --model gsnn is for --task quadrants (class-conditional runs are cvae)"]
+
+
+@pytest.mark.slow
+def test_short_training_beats_an_untrained_baseline(fashion_dir, tmp_path):
+    from keras_cvae.config import RunConfig
+    from keras_cvae.data import load_dataset
+    from keras_cvae.training import train
+
+    dataset = load_dataset("fashion_mnist")
+    config = RunConfig()
+    config.data.dataset, config.data.task, config.data.quadrants, config.data.limit = "fashion_mnist", "quadrants", 2, 3000
+    config.model.objective, config.train.epochs = "cvae", 2
+    result = train(config, dataset, tmp_path / "run")
+    assert (tmp_path / "run" / "samples" / "epoch_002.png").exists()
+    test = dataset.x_test[:200].astype("float32") / 255.0
+    trained = np.mean(conditional_nll(result.model, test, 20))
+    untrained = np.mean(conditional_nll(StructuredCVAE(quadrants=2, objective="baseline", seed=0), test, 1))
+    assert trained < 0.8 * untrained
