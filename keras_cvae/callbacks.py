@@ -188,7 +188,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.first_batch = batch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = float((logs or {}).get("loss", 0.0))
+        loss = float(np.mean((logs or {}).get("loss", 0.0)))  # a scalar, or [1] under multi-worker
         if not np.isfinite(loss):
             where = f"batch {batch + 1}" if batch + 1 == self.first_batch else f"batches {self.first_batch}-{batch + 1}"
             raise NonFiniteLossError(

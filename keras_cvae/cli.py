@@ -19,11 +19,13 @@ from keras_cvae.config import (
     LIKELIHOODS,
     OBJECTIVES,
     QUADRANT_COUNTS,
+    STRATEGIES,
     TASKS,
     ConfigError,
     RunConfig,
 )
 from keras_cvae.data import DATASETS, DataError, load_dataset
+from keras_cvae.distribute import has_backup, is_chief
 from keras_cvae.errors import NonFiniteLossError, UsageError
 
 EXIT_USAGE = 2
@@ -112,10 +114,12 @@ TRAIN_FLAGS = {
     "jit_compile": ("train", "jit_compile"),
     "steps_per_execution": ("train", "steps_per_execution"),
     "mixed_precision": ("train", "mixed_precision"),
+    "strategy": ("train", "strategy"),
 }
 # What may change when a run is resumed; everything else must match the saved config.
 RESUMABLE_FIELDS = {
-    "epochs", "export", "tensorboard", "run_dir", "data_dir", "jit_compile", "steps_per_execution", "mixed_precision"
+    "epochs", "export", "tensorboard", "run_dir", "data_dir", "jit_compile", "steps_per_execution", "mixed_precision",
+    "strategy",
 }
 
 
@@ -155,6 +159,9 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="train steps per compiled call (default 32); callbacks see every Nth batch")
     add("--mixed-precision", action="store_true",
         help="compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32)")
+    add("--strategy", choices=STRATEGIES,
+        help="auto (default: mirrored on >1 GPU), one_device, mirrored, multi_worker (TF_CONFIG); "
+             "--batch-size is the global batch")
     add("--resume", action="store_true", default=False, help="continue the run in --run-dir")
     add("--debug", action="store_true", default=False, help="show tracebacks")
     return parser
@@ -177,7 +184,9 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     run_dir = Path(probe.train.run_dir or Path("runs") / default_name)
 
     saved_config = run_dir / "config.json"
-    if args.resume and saved_config.exists():
+    # A multi-worker run restarted after a failure continues from its BackupAndRestore backup.
+    restarted = probe.train.strategy == "multi_worker" and has_backup(run_dir)
+    if (args.resume or restarted) and saved_config.exists():
         config = RunConfig.load(saved_config)
         for dest, value in given.items():
             section, field = TRAIN_FLAGS[dest]
@@ -191,7 +200,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         _apply(config, given)
     else:
         config = probe
-        if not args.resume and run_dir.exists() and any(run_dir.iterdir()):
+        # Only the chief writes the run dir, so only the chief needs it empty.
+        if not args.resume and is_chief() and run_dir.exists() and any(run_dir.iterdir()):
             raise UsageError(
                 f"run dir {run_dir} is not empty; pass --resume to continue it, or choose another --run-dir"
             )
@@ -205,12 +215,17 @@ def _train(args: argparse.Namespace) -> int:
     config, run_dir = resolve_train_config(args)
     _writable_dir(run_dir, "run dir")
     dataset = load_dataset(config.data.dataset, config.data.data_dir)
-    config.save(run_dir / "config.json")
+    chief = is_chief()
+    if chief:
+        config.save(run_dir / "config.json")
 
     from keras_cvae.training import train
 
     print(f"Training on {config.data.dataset} from {dataset.source} into {run_dir}", flush=True)
     result = train(config, dataset, run_dir, resume=args.resume)
+    if not chief:
+        print("Done (worker): the chief writes the run dir and the export", flush=True)
+        return 0
     last = result.history[-1] if result.history else {}
     val_elbo = last.get("val_elbo", float("nan"))
     from keras_cvae.export import export_saved_model

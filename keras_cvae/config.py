@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "classes": p(x | one-hot class); "quadrants": complete an image from some of its quadrants.
 TASKS = ("classes", "quadrants")
 QUADRANT_COUNTS = (1, 2, 3)
@@ -105,6 +106,7 @@ class TrainConfig:
     jit_compile: bool | None = None  # None: the measured best for the device (see training.py)
     steps_per_execution: int = 32
     mixed_precision: bool = False
+    strategy: str = "auto"  # see distribute.py; batch_size is the global batch
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -115,6 +117,8 @@ class TrainConfig:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.steps_per_execution < 1:
             raise ConfigError(f"--steps-per-execution must be at least 1, got {self.steps_per_execution}")
 

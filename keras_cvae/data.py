@@ -315,4 +315,6 @@ def make_pipeline(
     options = tf.data.Options()
     options.autotune.enabled = False
     options.deterministic = True
+    # Built from memory, not files: multi-worker training shards it by batch element.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.prefetch(prefetch).with_options(options)

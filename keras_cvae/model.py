@@ -80,13 +80,21 @@ class VariationalModel(keras.Model):
     def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])  # Mean over the batch, weighted by batch size
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 reduces a multi-worker step's outputs with MEAN along axis 0, which a
+            # scalar lacks; shape [1] reduces to the mean over replicas. Epoch logs still come
+            # from the trackers themselves.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         images, labels = data
         with tf.GradientTape() as tape:
             terms = self.compute_terms(images, labels, training=True)
-            loss = tf.reduce_mean(terms["loss"])
+            # The per-replica mean divided by the number of replicas: summed over replicas (as
+            # tf.distribute does), the gradient is that of the global batch's mean loss.
+            loss = tf.nn.compute_average_loss(terms["loss"])
             # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, which scales
             # here and unscales in `apply`; for any other optimizer this returns `loss` unchanged.
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -97,6 +105,13 @@ class VariationalModel(keras.Model):
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         images, labels = data
         return self._record(self.compute_terms(images, labels, training=False))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        # Keras (3.15) peeks at the first batch and MEAN-reduces it across replicas before
+        # training under a tf.distribute strategy; under MultiWorkerMirroredStrategy that reduce
+        # fails ("Attempt to convert a value (PerReplica…)"). These models are built in
+        # __init__ and have no compiled losses or metrics, so no batch is needed to build them.
+        super()._maybe_symbolic_build(iterator=None, data_batch=data_batch)
 
     def float32_copy(self) -> VariationalModel:
         """This model computing in float32 (itself if it already does), e.g. for export."""

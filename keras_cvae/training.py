@@ -7,6 +7,8 @@ TensorFlow gets imported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from keras_cvae.callbacks import (
 )
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset, limit_and_split, make_pipeline
+from keras_cvae.distribute import backup_dir, has_backup, is_chief, make_strategy
 from keras_cvae.files import atomic_path
 from keras_cvae.model import CVAE, VariationalModel, global_dtype_policy
 from keras_cvae.optimizers import FusedAdam
@@ -110,11 +113,20 @@ def load_checkpoint(path: str | Path) -> VariationalModel:
 
 def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train (or continue training) into `run_dir` until `config.train.epochs` epochs are done."""
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    strategy = make_strategy(config.train.strategy)
     with precision_policy(config.train.mixed_precision):
-        return _train(config, dataset, Path(run_dir), resume)
+        return _train(config, dataset, Path(run_dir), resume, strategy)
 
 
-def _train(config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: bool) -> TrainResult:
+def _train(
+    config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: bool, strategy: tf.distribute.Strategy
+) -> TrainResult:
+    if strategy.num_replicas_in_sync > 1 and config.train.steps_per_execution > 1:
+        # Keras 3.15 fails to run steps_per_execution > 1 under a multi-replica strategy
+        # ("You must feed a value for placeholder tensor …while/cond/Placeholder").
+        print(f"{strategy.num_replicas_in_sync} replicas: one train step per call (steps_per_execution 1)", flush=True)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_execution=1))
     tc = config.train
     keras.utils.set_random_seed(tc.seed)
     (x_train, y_train), (x_val, y_val) = limit_and_split(
@@ -123,37 +135,36 @@ def _train(config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: boo
     train_data = make_pipeline(x_train, y_train, tc.batch_size, shuffle=True, seed=tc.seed)
     val_data = make_pipeline(x_val, y_val, tc.batch_size, shuffle=False)
 
-    checkpoints = list_checkpoints(run_dir / "checkpoints") if resume else []
-    if checkpoints:
-        initial_epoch, path = checkpoints[-1]
-        model = load_checkpoint(path)
-        # What the checkpoint's compile config holds is replaced by this run's speed settings.
-        model.compile(
-            optimizer=model.optimizer,
-            jit_compile=resolve_jit_compile(tc.jit_compile),
-            steps_per_execution=tc.steps_per_execution,
-        )
-        history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]
-        print(f"Resuming from {path} (epoch {initial_epoch} of {tc.epochs})", flush=True)
-    else:
-        initial_epoch, history = 0, []
-        model = build_model(config, dataset)
+    chief = is_chief()
+    # Multi-worker runs resume through BackupAndRestore (each worker from its own backup), so a
+    # restarted worker needs no --resume; other runs resume from the newest checkpoint.
+    backup = backup_dir(run_dir) if tc.strategy == "multi_worker" else None
+    checkpoints = list_checkpoints(run_dir / "checkpoints") if resume and backup is None else []
+    with strategy.scope():
+        if checkpoints:
+            initial_epoch, path = checkpoints[-1]
+            model = load_checkpoint(path)
+            # What the checkpoint's compile config holds is replaced by this run's speed settings.
+            model.compile(
+                optimizer=model.optimizer,
+                jit_compile=resolve_jit_compile(tc.jit_compile),
+                steps_per_execution=tc.steps_per_execution,
+            )
+            history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]
+            print(f"Resuming from {path} (epoch {initial_epoch} of {tc.epochs})", flush=True)
+        else:
+            initial_epoch = 0
+            history = read_history(run_dir / "history.csv") if has_backup(run_dir) else []
+            model = build_model(config, dataset)
+            model.optimizer.build(model.trainable_variables)  # so a backup can restore its state
 
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
+    if backup is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
     if tc.kl_warmup:
         callbacks.append(KLWarmup(tc.kl_warmup))
-    callbacks.append(HistoryWriter(run_dir, history))
-    tensorboard_dir = run_dir / "tensorboard" if tc.tensorboard else None
-    if tensorboard_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
-    if isinstance(model, StructuredCVAE):
-        callbacks.append(CompletionGrid(run_dir, x_val[:8].astype("float32") / 255.0, model.latent_dim, seed=tc.seed))
-    else:
-        callbacks.append(
-            SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=tc.seed, tensorboard_dir=tensorboard_dir)
-        )
-    callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
-
+    if chief:  # the run dir's files come from the chief alone
+        callbacks.extend(_chief_callbacks(model, config, dataset, run_dir, history, x_val))
     if initial_epoch < tc.epochs:
         model.fit(
             train_data,
@@ -164,7 +175,30 @@ def _train(config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: boo
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    with atomic_path(run_dir / "model.keras") as tmp:
-        model.save(tmp)
-    history_writer = next(cb for cb in callbacks if isinstance(cb, HistoryWriter))
-    return TrainResult(model, history_writer.rows, run_dir)
+    if chief:
+        with atomic_path(run_dir / "model.keras") as tmp:
+            model.save(tmp)
+        if backup is not None and not has_backup(run_dir):  # finished: BackupAndRestore emptied it
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    history_writer = next((cb for cb in callbacks if isinstance(cb, HistoryWriter)), None)
+    return TrainResult(model, history_writer.rows if history_writer else [], run_dir)
+
+
+def _chief_callbacks(
+    model: VariationalModel, config: RunConfig, dataset: LoadedDataset, run_dir: Path,
+    history: list[dict[str, float]], x_val,
+) -> list[keras.callbacks.Callback]:
+    """History and ELBO curve, TensorBoard, sample grids and checkpoints, in that order."""
+    tc = config.train
+    callbacks: list[keras.callbacks.Callback] = [HistoryWriter(run_dir, history)]
+    tensorboard_dir = run_dir / "tensorboard" if tc.tensorboard else None
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
+    if isinstance(model, StructuredCVAE):
+        callbacks.append(CompletionGrid(run_dir, x_val[:8].astype("float32") / 255.0, model.latent_dim, seed=tc.seed))
+    else:
+        callbacks.append(
+            SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=tc.seed, tensorboard_dir=tensorboard_dir)
+        )
+    callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
+    return callbacks

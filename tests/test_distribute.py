@@ -1,0 +1,174 @@
+"""tf.distribute on CPU: MirroredStrategy over two logical CPUs equals one device; two local
+MultiWorkerMirroredStrategy workers train, the chief alone writes, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, project_lines, run_cli
+from keras_cvae.callbacks import read_history
+from keras_cvae.distribute import backup_dir, has_backup, is_chief
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from keras_cvae.data import make_pipeline
+    from keras_cvae.distribute import make_strategy
+    from keras_cvae.model import CVAE
+    from keras_cvae.optimizers import FusedAdam
+
+    # Replicas draw their own noise, so the comparison fixes ε = 0.5: it tests how gradients and
+    # metrics are reduced, which is what the strategy changes.
+    CVAE.sample_posterior = lambda self, mean, log_var: mean + 0.5 * tf.exp(0.5 * log_var)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (256, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 256)
+
+    def train(strategy, weights=None):
+        with strategy.scope():
+            model = CVAE(latent_dim=4, hidden_units=(32,), seed=0)
+            model.compile(optimizer=FusedAdam(1e-3), jit_compile=False)
+        if weights is not None:
+            model.set_weights(weights)
+        start = model.get_weights()
+        model.fit(make_pipeline(images, labels, 64, shuffle=False), epochs=2, verbose=0)  # 8 steps
+        return start, model.get_weights(), {k: float(v) for k, v in model.get_metrics_result().items()}
+
+    start, one, one_metrics = train(tf.distribute.get_strategy())
+    mirrored = make_strategy("mirrored")
+    _, two, two_metrics = train(mirrored, start)
+    worst = max(float(np.max(np.abs(a - b) / (np.abs(a) + 1e-6))) for a, b in zip(one, two))
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(one, start))
+    print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "worst_rel": worst, "moved": moved,
+                      "one": one_metrics, "two": two_metrics, "equal": all(
+                          np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(one, two))}))
+""")
+
+
+def test_mirrored_two_cpus_equals_one_device_on_the_global_batch(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT)
+    done = run_cli(str(script), timeout=300)
+    assert done.returncode == 0, project_lines(done.stderr)[-5:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["moved"] > 1e-3  # training did change the weights
+    assert result["equal"], result["worst_rel"]
+    for name in ("loss", "kl_loss", "elbo"):
+        assert result["two"][name] == pytest.approx(result["one"][name], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Multi-worker: two local processes
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(run_dir: Path, export: Path, epochs: int, limit: int, log_dir: Path) -> list[subprocess.Popen]:
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        log = open(log_dir / f"worker{index}.log", "w")  # noqa: SIM115 - closed with the process
+        processes.append(subprocess.Popen(
+            [sys.executable, "train.py", "--dataset", "fashion_mnist", "--strategy", "multi_worker",
+             "--epochs", str(epochs), "--limit", str(limit), "--batch-size", "100",
+             "--run-dir", str(run_dir), "--export", str(export)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return codes
+
+
+def test_chief_is_worker_zero_and_backups_are_per_worker(monkeypatch, tmp_path):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert is_chief() and backup_dir(tmp_path) == tmp_path / "backup" / "chief"
+    cluster = {"worker": ["a:1", "b:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert not is_chief() and backup_dir(tmp_path) == tmp_path / "backup" / "worker-1"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["c:3"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert not is_chief()
+    assert not has_backup(tmp_path)
+    (tmp_path / "backup" / "worker-1").mkdir(parents=True)
+    assert not has_backup(tmp_path)  # an emptied backup is no reason to resume
+    (tmp_path / "backup" / "worker-1" / "training_metadata.json").write_text("{}")
+    assert has_backup(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_workers_train_and_only_the_chief_writes(fashion_dir, tmp_path):
+    run_dir, export = tmp_path / "run", tmp_path / "export"
+    codes = wait_all(start_workers(run_dir, export, epochs=1, limit=1000, log_dir=tmp_path), timeout=300)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], [log[-800:] for log in logs]
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1]
+    assert (run_dir / "model.keras").exists() and (run_dir / "samples" / "epoch_001.png").exists()
+    assert (export / "1" / "saved_model.pb").exists() and not (export / "2").exists()
+    assert not (run_dir / "backup").exists()  # removed once training finished
+    assert "SavedModel" in logs[0] and "Done (worker)" in logs[1]
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_backup_and_finishes_the_history(fashion_dir, tmp_path):
+    run_dir, export, epochs = tmp_path / "run", tmp_path / "export", 4
+    workers = start_workers(run_dir, export, epochs=epochs, limit=2000, log_dir=tmp_path)
+    metadata = [run_dir / "backup" / f"worker-{i}" / "training_metadata.json" for i in range(2)]
+    deadline = time.monotonic() + 240
+    while not all(path.exists() for path in metadata):  # both have backed up epoch 1
+        assert time.monotonic() < deadline, (tmp_path / "worker0.log").read_text()[-800:]
+        assert all(w.poll() is None for w in workers), "training finished before the kill"
+        time.sleep(0.2)
+    workers[1].send_signal(signal.SIGKILL)  # a worker dies mid-training…
+    time.sleep(1.0)
+    workers[0].send_signal(signal.SIGKILL)  # …and the chief, stuck in a collective, is restarted too
+    wait_all(workers, timeout=30)
+    done_before = len(read_history(run_dir / "history.csv"))
+    assert 1 <= done_before < epochs and has_backup(run_dir)
+
+    for i in range(2):
+        (tmp_path / f"worker{i}.log").rename(tmp_path / f"worker{i}.first.log")
+    codes = wait_all(start_workers(run_dir, export, epochs=epochs, limit=2000, log_dir=tmp_path), timeout=300)
+    chief_log = (tmp_path / "worker0.log").read_text()
+    assert codes == [0, 0], chief_log[-800:]
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == list(range(1, epochs + 1))
+    assert "Epoch 1/" not in chief_log  # resumed from the backup, not from scratch
+    assert (export / "1" / "saved_model.pb").exists()
+
+
+def test_strategy_flag_is_validated(tmp_path):
+    done = run_cli("train.py", "--strategy", "tpu", "--run-dir", str(tmp_path / "r"))
+    assert done.returncode == 2 and "argument --strategy: invalid choice: 'tpu'" in project_lines(done.stderr)[0]
