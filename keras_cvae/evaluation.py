@@ -30,12 +30,14 @@ from keras_cvae.data import DataError, LoadedDataset
 from keras_cvae.files import atomic_write_text
 from keras_cvae.inference import SavedModelGenerator, resolve_version_dir, restyle
 from keras_cvae.model import CVAE, gaussian_posterior, standard_normal_prior
+from keras_cvae.optimizers import FusedAdam  # noqa: F401 - registered: run dirs' model.keras files name it
 from keras_cvae.plotting import (
     elbo_curve_figure,
     latent_scatter_figure,
     sample_grid_figure,
     save_figure,
 )
+from keras_cvae.structured_cvae import StructuredCVAE
 
 METRIC_KEYS = (
     "test_elbo", "test_reconstruction", "test_kl", "test_nll_iw", "iw_samples", "conditional_accuracy",
@@ -96,6 +98,11 @@ def load_model_for_evaluation(path: str | Path) -> LoadedModel:
     path = Path(path)
     if (path / "model.keras").is_file():
         model = keras.saving.load_model(path / "model.keras", safe_mode=True)
+        if isinstance(model, StructuredCVAE):
+            raise DataError(
+                f"{path} holds an image-completion model ({model.objective}, {model.quadrants} quadrant(s)); "
+                f"evaluate.py measures class-conditional models, benchmarks/quadrants.py measures completion"
+            )
         return LoadedModel(KerasBackend(model), "run", path, path / "history.csv")
     version_dir = resolve_version_dir(path)
     return LoadedModel(SavedModelGenerator(version_dir), "savedmodel", version_dir, None)
