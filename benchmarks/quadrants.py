@@ -42,7 +42,7 @@ def train_one(config, dataset, epochs: int):
     model = build_model(config, dataset)
     model.fit(make_pipeline(x_train, y_train, config.train.batch_size, shuffle=True, seed=config.train.seed),
               validation_data=make_pipeline(x_val, y_val, config.train.batch_size, shuffle=False),
-              epochs=epochs, verbose=2)
+              epochs=epochs, shuffle=False, verbose=2)  # the pipeline shuffles
     return model
 
 
