@@ -19,14 +19,15 @@ from pathlib import Path
 from keras_cvae.config import STRATEGIES
 
 
-def cluster_task() -> tuple[str, int] | None:
-    """This process's (task type, index) from TF_CONFIG, or None when TF_CONFIG is unset."""
+def cluster_task() -> tuple[str, int, dict] | None:
+    """This process's (task type, index, cluster) from TF_CONFIG, or None when TF_CONFIG is unset."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
     try:
-        task = json.loads(raw)["task"]
-        return str(task["type"]), int(task["index"])
+        config = json.loads(raw)
+        task = config["task"]
+        return str(task["type"]), int(task["index"]), dict(config.get("cluster", {}))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"TF_CONFIG is not valid JSON with task.type and task.index: {err}") from err
 
@@ -36,8 +37,7 @@ def is_chief() -> bool:
     task = cluster_task()
     if task is None:
         return True
-    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-    task_type, index = task
+    task_type, index, cluster = task
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and index == 0

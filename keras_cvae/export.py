@@ -50,14 +50,18 @@ def _checked_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
         return tf.identity(labels)
 
 
+def _shape_check(tensor: tf.Tensor, name: str, item_shape: tuple[int, ...]) -> tf.Operation:
+    """An assert that `tensor` is N × `item_shape`, its message naming the expected shape."""
+    shape = "×".join(["N", *map(str, item_shape)])
+    return tf.debugging.assert_equal(
+        tf.shape(tensor)[1:], tf.constant(item_shape, tf.int32), message=f"{name} must have shape {shape}"
+    )
+
+
 def _checked(tensor: tf.Tensor, labels: tf.Tensor, name: str, item_shape: tuple[int, ...]) -> tf.Tensor:
     """`tensor` after asserting its per-item shape and that its batch matches `labels`'."""
-    shape = "×".join(["N", *map(str, item_shape)])
     checks = [
-        tf.debugging.assert_equal(
-            tf.shape(tensor)[1:], tf.constant(item_shape, tf.int32),
-            message=f"{name} must have shape {shape}",
-        ),
+        _shape_check(tensor, name, item_shape),
         tf.debugging.assert_equal(
             tf.shape(tensor)[0], tf.shape(labels)[0],
             message=f"{name} and labels must have the same batch size",
@@ -112,13 +116,9 @@ def build_archive(model: CVAE) -> keras.export.ExportArchive:
 def build_completion_archive(model: StructuredCVAE) -> keras.export.ExportArchive:
     """An ExportArchive with `complete` (and the same function as serving_default)."""
     image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
-    shape = "×".join(["N", *map(str, model.image_shape)])
 
     def complete(images):
-        check = tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant(model.image_shape, tf.int32), message=f"images must have shape {shape}"
-        )
-        with tf.control_dependencies([check]):
+        with tf.control_dependencies([_shape_check(images, "images", model.image_shape)]):
             images = tf.identity(images)
         eps = tf.random.normal([tf.shape(images)[0], model.latent_dim])
         return {"images": model.complete(images, eps=eps)}

@@ -72,10 +72,12 @@ class VariationalModel(keras.Model):
     def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         raise NotImplementedError
 
-    def sample_posterior(self, z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
-        """z = μ + σ·ε, the reparameterised sample that gradients flow through."""
-        eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
-        return z_mean + tf.exp(0.5 * z_log_var) * eps
+    def sample(self, distribution: tfd.Distribution, num_samples: int | None = None) -> tf.Tensor:
+        """z = μ + σ·ε from a diagonal Gaussian, [N, L] (or [K, N, L]): the reparameterised
+        sample that gradients flow through, with noise from the model's seed generator."""
+        mean = distribution.mean()
+        shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
+        return mean + distribution.stddev() * keras.random.normal(shape, seed=self.seed_generator)
 
     def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         for name, tracker in self.trackers.items():
@@ -254,9 +256,10 @@ class CVAE(VariationalModel):
     def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Per-image ELBO terms, each [N]: reconstruction (−log p(x|z,c), one z), KL, loss, ELBO."""
         z_mean, z_log_var = self.encode(images, labels, training=training)
-        z = self.sample_posterior(z_mean, z_log_var)
+        posterior = self.posterior(z_mean, z_log_var)
+        z = self.sample(posterior)
         reconstruction = -self.log_likelihood(images, labels, z, training=training)
-        kl = tfd.kl_divergence(self.posterior(z_mean, z_log_var), self.prior(tf.shape(z_mean)[0]))
+        kl = tfd.kl_divergence(posterior, self.prior(tf.shape(z_mean)[0]))
         return {
             "loss": reconstruction + self.beta * self.kl_weight * kl,
             "reconstruction_loss": reconstruction,

@@ -137,12 +137,6 @@ class StructuredCVAE(VariationalModel):
     def generation_logits(self, z: tf.Tensor, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.cast(self.generation_network([z, self._flat(x)], training=training), tf.float32)
 
-    def _sample(self, distribution: tfd.Distribution, num_samples: int | None = None) -> tf.Tensor:
-        """Reparameterised z = μ + σ·ε, [N, L] (or [K, N, L]), so gradients reach both networks."""
-        mean = distribution.mean()
-        shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
-        return mean + distribution.stddev() * keras.random.normal(shape, seed=self.seed_generator)
-
     # -- the objective ----------------------------------------------------------------------------
 
     def compute_terms(self, images: tf.Tensor, labels: tf.Tensor | None = None, training: bool = False) -> dict[str, tf.Tensor]:
@@ -162,14 +156,14 @@ class StructuredCVAE(VariationalModel):
         y_hat = tf.stop_gradient(tf.sigmoid(baseline_logits))
         prior = self.prior(x, y_hat, training=training)
         posterior = self.posterior(images, x, y_hat, training=training)
-        z = self._sample(posterior)
+        z = self.sample(posterior)
         reconstruction = -self.missing_log_likelihood(images, self.generation_logits(z, x, training=training))
         kl = tfd.kl_divergence(posterior, prior)
         cvae_loss = reconstruction + self.kl_weight * kl
         if self.objective == "cvae":
             objective = cvae_loss
         else:
-            z_prior = self._sample(prior)
+            z_prior = self.sample(prior)
             gsnn_loss = -self.missing_log_likelihood(images, self.generation_logits(z_prior, x, training=training))
             weight = 0.0 if self.objective == "gsnn" else self.alpha
             objective = weight * cvae_loss + (1.0 - weight) * gsnn_loss
@@ -213,7 +207,7 @@ class StructuredCVAE(VariationalModel):
         y_hat = tf.sigmoid(logits)
         prior = self.prior(x, y_hat)
         proposal = prior if self.objective == "gsnn" else self.posterior(images, x, y_hat)
-        z = self._sample(proposal, num_samples)  # [K, N, L]
+        z = self.sample(proposal, num_samples)  # [K, N, L]
         n = tf.shape(images)[0]
         log_py = self.missing_log_likelihood(
             tf.tile(images, [num_samples, 1, 1, 1]),

@@ -27,12 +27,12 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import keras, numpy as np
     from keras_cvae.data import make_pipeline
     from keras_cvae.distribute import make_strategy
-    from keras_cvae.model import CVAE
+    from keras_cvae.model import CVAE, VariationalModel
     from keras_cvae.optimizers import FusedAdam
 
     # Replicas draw their own noise, so the comparison fixes ε = 0.5: it tests how gradients and
     # metrics are reduced, which is what the strategy changes.
-    CVAE.sample_posterior = lambda self, mean, log_var: mean + 0.5 * tf.exp(0.5 * log_var)
+    VariationalModel.sample = lambda self, posterior, num_samples=None: posterior.mean() + 0.5 * posterior.stddev()
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (256, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 256)
 
