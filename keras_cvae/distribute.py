@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from keras_cvae.config import STRATEGIES
+from keras_cvae.config import STRATEGIES, ConfigError
 
 
 def cluster_task() -> tuple[str, int, dict] | None:
@@ -29,7 +29,7 @@ def cluster_task() -> tuple[str, int, dict] | None:
         task = config["task"]
         return str(task["type"]), int(task["index"]), dict(config.get("cluster", {}))
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON with task.type and task.index: {err}") from err
+        raise ConfigError(f"TF_CONFIG is not valid JSON with task.type and task.index: {err}") from err
 
 
 def is_chief() -> bool:

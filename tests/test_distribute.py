@@ -169,6 +169,13 @@ def test_killed_worker_resumes_from_backup_and_finishes_the_history(fashion_dir,
     assert (export / "1" / "saved_model.pb").exists()
 
 
+def test_malformed_tf_config_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    done = run_cli("train.py", "--strategy", "multi_worker", "--run-dir", str(tmp_path / "r"))
+    lines = project_lines(done.stderr)
+    assert done.returncode == 2 and len(lines) == 1 and "TF_CONFIG is not valid JSON" in lines[0]
+
+
 def test_strategy_flag_is_validated(tmp_path):
     done = run_cli("train.py", "--strategy", "tpu", "--run-dir", str(tmp_path / "r"))
     assert done.returncode == 2 and "argument --strategy: invalid choice: 'tpu'" in project_lines(done.stderr)[0]
