@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,9 +53,9 @@ def _writable_dir(path: Path, what: str) -> None:
     """Create `path` if needed and prove it writable, before any long work starts."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
-        probe.write_text("")
-        probe.unlink()
+        # A uniquely named probe: workers of one multi-worker run check the same dir at once.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test-"):
+            pass
     except OSError as err:
         raise UsageError(f"{what} {path} is not writable ({err.strerror or err})") from None
 
