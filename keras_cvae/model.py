@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.networks import build_decoder, build_encoder
+from keras_cvae.networks import ONE_HOT_SCALE, build_decoder, build_encoder
 
 tfd = tfp.distributions
 
@@ -184,8 +184,8 @@ class CVAE(VariationalModel):
 
         num_conditions = self.num_classes if self.conditional else 0
         network_args = (self.image_shape, num_conditions, self.latent_dim, arch, self.hidden_units)
-        self.encoder = build_encoder(*network_args)
-        self.decoder = build_decoder(*network_args)
+        self.encoder = build_encoder(*network_args, condition_scale=ONE_HOT_SCALE)
+        self.decoder = build_decoder(*network_args, condition_scale=ONE_HOT_SCALE)
         if likelihood == "gaussian":
             self.pixel_scale_raw = self.add_weight(
                 name="pixel_scale_raw", shape=self.image_shape,

@@ -4,6 +4,15 @@ Both take the condition as a second input and concatenate it first: the encoder 
 (flattened for `mlp`, as extra channels for `conv`) with the one-hot condition, the decoder joins
 z with it. With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
 models load with `safe_mode=True`.
+
+`condition_scale` multiplies the condition before the concatenation. The model family is the same
+(the first layer's weights absorb any scale), but Adam moves every weight by about the learning
+rate per step, so a one-hot input of 1 next to 784 pixels or 20 unit-variance z's is learnt
+slowly, and the encoder puts the class into z instead. The decoder then follows z rather than the
+label. ONE_HOT_SCALE is what the class-conditional CVAE uses. It was measured on Fashion-MNIST,
+10 epochs, MLP 400, latent 20. The reference classifier's accuracy on samples from the prior was
+0.67 at scale 1 and 0.85 at scale 10 (0.83 at 5, 0.84 at 20). The test ELBO went from −242.2 to
+−240.2 nats at the same time.
 """
 
 from __future__ import annotations
@@ -15,10 +24,17 @@ import numpy as np
 from keras import layers
 
 CONV_FILTERS = (32, 64)  # two stride-2 convolutions: 28 → 14 → 7, as in keras-io's VAE
+ONE_HOT_SCALE = 10.0
 
 
-def _condition_input(num_conditions: int) -> keras.KerasTensor | None:
-    return keras.Input((num_conditions,), name="condition") if num_conditions else None
+def _condition_input(num_conditions: int, scale: float) -> tuple[keras.KerasTensor | None, keras.KerasTensor | None]:
+    """The condition input and the tensor the network concatenates (scaled unless `scale` is 1)."""
+    if not num_conditions:
+        return None, None
+    condition = keras.Input((num_conditions,), name="condition")
+    if scale == 1.0:
+        return condition, condition
+    return condition, layers.Rescaling(scale, name="condition_scale")(condition)
 
 
 def build_encoder(
@@ -28,6 +44,7 @@ def build_encoder(
     arch: str,
     hidden_units: Sequence[int],
     name: str = "encoder",
+    condition_scale: float = 1.0,
 ) -> keras.Model:
     """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim].
 
@@ -36,16 +53,16 @@ def build_encoder(
     """
     height, width, _ = image_shape
     image = keras.Input(tuple(image_shape), name="image")
-    condition = _condition_input(num_conditions)
+    condition, scaled = _condition_input(num_conditions, condition_scale)
     if arch == "mlp":
         h = layers.Flatten(name="flatten")(image)
         if condition is not None:
-            h = layers.Concatenate(name="image_and_condition")([h, condition])
+            h = layers.Concatenate(name="image_and_condition")([h, scaled])
     elif arch == "conv":
         h = image
         if condition is not None:
             # Tile the one-hot vector over the image plane: 1×1×K upsampled to H×W×K.
-            planes = layers.Reshape((1, 1, num_conditions))(condition)
+            planes = layers.Reshape((1, 1, num_conditions))(scaled)
             planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
             h = layers.Concatenate(name="image_and_condition")([h, planes])
         for i, filters in enumerate(CONV_FILTERS):
@@ -68,6 +85,7 @@ def build_decoder(
     arch: str,
     hidden_units: Sequence[int],
     name: str = "decoder",
+    condition_scale: float = 1.0,
 ) -> keras.Model:
     """The decoder: (z, one-hot condition) → logits (Bernoulli) or means' logits, [N, H, W, C].
 
@@ -75,8 +93,8 @@ def build_decoder(
     """
     height, width, channels = image_shape
     z = keras.Input((latent_dim,), name="z")
-    condition = _condition_input(num_conditions)
-    h = layers.Concatenate(name="z_and_condition")([z, condition]) if condition is not None else z
+    condition, scaled = _condition_input(num_conditions, condition_scale)
+    h = layers.Concatenate(name="z_and_condition")([z, scaled]) if condition is not None else z
     for i, units in enumerate(reversed(tuple(hidden_units))):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
     if arch == "mlp":

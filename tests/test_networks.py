@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -40,8 +41,6 @@ def test_conv_adds_condition_as_channels():
     assert tuple(encoder.get_layer("image_and_condition").output.shape[1:]) == (28, 28, 11)
     # Each condition plane is constant: the one-hot value tiled over the image.
     planes = encoder.get_layer("condition_planes")
-    import keras
-
     probe = keras.Model(encoder.inputs, planes.output)
     out = np.asarray(probe([np.zeros((1, 28, 28, 1), "float32"), np.eye(10, dtype="float32")[[3]]]))
     assert out[0, :, :, 3].min() == 1.0 and np.delete(out[0], 3, axis=-1).max() == 0.0
@@ -50,3 +49,20 @@ def test_conv_adds_condition_as_channels():
 def test_conv_refuses_sizes_it_cannot_mirror():
     with pytest.raises(ValueError, match="divisible by 4"):
         build_decoder((30, 30, 1), 10, 4, "conv", (16,))
+
+
+@pytest.mark.parametrize("builder", [build_encoder, build_decoder])
+def test_condition_scale_is_a_reparameterisation(builder):
+    """Scaling the one-hot by s equals scaling the first layer's condition rows by s: same model
+    family, only Adam's step size on the label path changes."""
+    scaled = builder(IMAGE_SHAPE, 10, 4, "mlp", (32,), condition_scale=10.0)
+    plain = builder(IMAGE_SHAPE, 10, 4, "mlp", (32,))
+    plain.set_weights(scaled.get_weights())
+    kernel, bias = plain.get_layer("hidden_0").get_weights()
+    kernel[-10:] *= 10.0  # the condition comes last in the concatenation
+    plain.get_layer("hidden_0").set_weights([kernel, bias])
+    first = np.random.rand(6, *IMAGE_SHAPE) if builder is build_encoder else np.random.randn(6, 4)
+    inputs = [first.astype("float32"), np.eye(10, dtype="float32")[[0, 1, 2, 7, 8, 9]]]
+    for a, b in zip(keras.tree.flatten(scaled(inputs)), keras.tree.flatten(plain(inputs))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert scaled.get_layer("condition_scale").scale == 10.0
