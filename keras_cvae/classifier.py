@@ -2,6 +2,13 @@
 
 It is trained once per dataset on the real training set and cached (weights plus its accuracy on
 the real test set), so every evaluation of every model is scored by the same judge.
+
+Half of its training images are Gaussian-blurred (σ from 0.3 to 1.5 px). A decoder's mean image is
+smooth, and a judge that has seen only sharp images takes smoothness for a class: trained without
+blur, it labels 41% of real test sandals correctly after a σ = 1.5 blur, against 97% sharp. The
+accuracy metric should ask whether a sample shows its class; sharpness is what the NLL measures.
+The cached figures include the accuracy on blurred real test images (σ = 1), to show how far the
+judge is from blur-blind.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from keras_cvae.data import LoadedDataset
 from keras_cvae.files import atomic_path, atomic_write_text
 
 CACHE_ENV = "KERAS_CVAE_CACHE"
-CLASSIFIER_EPOCHS = 6
+CLASSIFIER_EPOCHS = 10
+CLASSIFIER_VERSION = 2  # part of the cache key: 2 = trained with blur augmentation
+BLUR_SIGMA = 1.0  # for the blurred-test-accuracy figure
 
 
 def cache_dir() -> Path:
@@ -29,12 +38,17 @@ def cache_dir() -> Path:
 
 
 def build_classifier(image_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Two conv blocks and a dense head: ≥0.98 on MNIST and ≥0.90 on Fashion-MNIST in a few epochs."""
+    """Random blur (training only), three 3×3 convolutions (pooling after the first two) and a
+    dense head: 0.92 on the Fashion-MNIST test set after 10 epochs (3 min on 2 cores). Conditional
+    accuracy can only be as high as this judge's accuracy on real images."""
     inputs = keras.Input(image_shape, name="images")
-    h = inputs
+    h = layers.RandomGaussianBlur(
+        factor=(0.5, 0.5), kernel_size=5, sigma=(0.3, 1.5), value_range=(0, 1), seed=0, name="train_blur"
+    )(inputs)
     for filters in (32, 64):
         h = layers.Conv2D(filters, 3, padding="same", activation="relu")(h)
         h = layers.MaxPooling2D()(h)
+    h = layers.Conv2D(128, 3, padding="same", activation="relu")(h)
     h = layers.Flatten()(h)
     h = layers.Dropout(0.3)(h)
     h = layers.Dense(128, activation="relu")(h)
@@ -48,10 +62,16 @@ def build_classifier(image_shape: tuple[int, ...], num_classes: int) -> keras.Mo
     return model
 
 
+def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """Gaussian blur of float images [N, H, W, C] (5×5 kernel)."""
+    return np.asarray(keras.ops.image.gaussian_blur(images, kernel_size=(5, 5), sigma=(sigma, sigma)))
+
+
 @dataclass
 class ReferenceClassifier:
     model: keras.Model
     test_accuracy: float
+    blurred_test_accuracy: float
 
     def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Predicted class of float images in [0, 1], [N, H, W, C]."""
@@ -72,17 +92,18 @@ def _fingerprint(dataset: LoadedDataset) -> str:
 def reference_classifier(
     dataset: LoadedDataset, name: str, epochs: int = CLASSIFIER_EPOCHS, directory: Path | None = None
 ) -> ReferenceClassifier:
-    """The cached classifier for `dataset`, training it first (a minute or two on 2 cores) if needed.
+    """The cached classifier for `dataset`, training it first (about 3 minutes on 2 cores) if needed.
 
     The cache key includes a hash of the arrays, so a different copy of the data never reuses a
     classifier trained on another.
     """
     directory = directory or cache_dir()
-    stem = directory / f"classifier-{name}-{_fingerprint(dataset)}-e{epochs}"
+    stem = directory / f"classifier-v{CLASSIFIER_VERSION}-{name}-{_fingerprint(dataset)}-e{epochs}"
     weights, meta = stem.with_suffix(".keras"), stem.with_suffix(".json")
     if weights.is_file() and meta.is_file():
         model = keras.saving.load_model(weights, safe_mode=True)
-        return ReferenceClassifier(model, float(json.loads(meta.read_text())["test_accuracy"]))
+        figures = json.loads(meta.read_text())
+        return ReferenceClassifier(model, float(figures["test_accuracy"]), float(figures["blurred_test_accuracy"]))
 
     print(f"Training the reference classifier for {name} ({epochs} epochs, cached in {directory})", flush=True)
     keras.utils.set_random_seed(0)
@@ -91,9 +112,14 @@ def reference_classifier(
         dataset.x_train.astype(np.float32) / 255.0, dataset.y_train,
         batch_size=128, epochs=epochs, verbose=2,
     )
-    classifier = ReferenceClassifier(model, 0.0)
-    classifier.test_accuracy = classifier.accuracy(dataset.x_test.astype(np.float32) / 255.0, dataset.y_test)
+    classifier = ReferenceClassifier(model, 0.0, 0.0)
+    x_test = dataset.x_test.astype(np.float32) / 255.0
+    classifier.test_accuracy = classifier.accuracy(x_test, dataset.y_test)
+    classifier.blurred_test_accuracy = classifier.accuracy(blur(x_test), dataset.y_test)
     with atomic_path(weights) as tmp:
         model.save(tmp)
-    atomic_write_text(meta, json.dumps({"dataset": name, "epochs": epochs, "test_accuracy": classifier.test_accuracy}))
+    atomic_write_text(meta, json.dumps({
+        "dataset": name, "epochs": epochs, "test_accuracy": classifier.test_accuracy,
+        "blurred_test_accuracy": classifier.blurred_test_accuracy, "blur_sigma": BLUR_SIGMA,
+    }))
     return classifier

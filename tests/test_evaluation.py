@@ -83,6 +83,9 @@ def test_conditional_accuracy_known_answers(small_classifier):
     dataset, classifier = small_classifier
     x_test = dataset.x_test.astype(np.float32) / 255.0
     assert classifier.test_accuracy > 0.7
+    assert 0.5 < classifier.blurred_test_accuracy <= 1.0
+    # Its training blur is off at inference: the same images always get the same classes.
+    np.testing.assert_array_equal(classifier.predict(x_test[:64]), classifier.predict(x_test[:64]))
     rng = np.random.default_rng(0)
     blind, _ = conditional_accuracy(generate_per_class(LabelBlindBackend(x_test), 100, rng), classifier)
     assert 0.05 < blind < 0.15
