@@ -5,7 +5,8 @@ Both take the condition as a second input and concatenate it first: the encoder 
 z with it. With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
 models load with `safe_mode=True`.
 
-`condition_scale` multiplies the condition before the concatenation. The model family is the same
+`condition_scale` multiplies the condition before a dense concatenation (not the conv encoder's
+condition planes). The model family is the same
 (the first layer's weights absorb any scale), but Adam moves every weight by about the learning
 rate per step, so a one-hot input of 1 next to 784 pixels or 20 unit-variance z's is learnt
 slowly, and the encoder puts the class into z instead. The decoder then follows z rather than the
@@ -62,7 +63,10 @@ def build_encoder(
         h = image
         if condition is not None:
             # Tile the one-hot vector over the image plane: 1×1×K upsampled to H×W×K.
-            planes = layers.Reshape((1, 1, num_conditions))(scaled)
+            # Unscaled here: constant planes of 10 beside pixels in [0, 1] throw the first conv off
+            # balance. Conv CVAE, 3 epochs, test −ELBO: 306.0 with these planes scaled, 260.2 with
+            # only the dense concatenations scaled, 285.1 with nothing scaled.
+            planes = layers.Reshape((1, 1, num_conditions))(condition)
             planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
             h = layers.Concatenate(name="image_and_condition")([h, planes])
         for i, filters in enumerate(CONV_FILTERS):
