@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,22 @@ def fashion_dir() -> Path:
     return FASHION_DIR
 
 
+def cli_command(*args: str) -> list[str]:
+    """`python <script or -m> args`, the script taken from the repository whatever the cwd."""
+    script = REPO_ROOT / args[0]
+    return [sys.executable, str(script) if script.is_file() else args[0], *args[1:]]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python <script or -m> args` as a user would, capturing output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    """Run `python <script or -m> args` as a user would, capturing output. The default cwd is a fresh
+    temp dir, so default outputs (saved_models/, runs/) never land in the checkout."""
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        cli_command(*args), cwd=cwd or tempfile.mkdtemp(prefix="cli-"), env=cli_env(),
+        capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -3,11 +3,9 @@ good files; fuzzed IDX bytes and serving labels never crash; nothing unsafe is l
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import keras
@@ -17,7 +15,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, idx_bytes, project_lines, run_cli, write_idx_folder
+from conftest import REPO_ROOT, cli_command, cli_env, idx_bytes, project_lines, run_cli, write_idx_folder
 from keras_cvae.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, NPZ_KEYS, DataError, parse_idx
 from keras_cvae.errors import NonFiniteLossError
 
@@ -102,8 +100,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_kill_9_then_resume_gives_the_full_history(tmp_path, fashion_dir):
     run_dir = tmp_path / "run"
     command = ["train.py", "--dataset", "fashion_mnist", "--limit", "3000", "--epochs", "4", "--run-dir", str(run_dir)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, *command], cwd=REPO_ROOT, env=env,
+    process = subprocess.Popen(cli_command(*command), cwd=tmp_path, env=cli_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = run_dir / "checkpoints" / "epoch_001.keras"
     deadline = time.time() + 300
