@@ -32,6 +32,14 @@ def gaussian_posterior(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tfd.Distribut
     return tfd.MultivariateNormalDiag(loc=z_mean, scale_diag=tf.exp(0.5 * z_log_var))
 
 
+def as_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """Float32 images in [0, 1]: uint8 pixels (what `make_pipeline` ships) are divided by 255,
+    inside the compiled step where the division costs nothing; float images pass unchanged."""
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    return tf.cast(images, tf.float32)
+
+
 def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.Distribution:
     """p(z) = N(0, I), the same for every condition."""
     zeros = tf.zeros([batch_size, latent_dim])
@@ -77,11 +85,22 @@ class VariationalModel(keras.Model):
         sample that gradients flow through, with noise from the model's seed generator."""
         mean = distribution.mean()
         shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
-        return mean + distribution.stddev() * keras.random.normal(shape, seed=self.seed_generator)
+        # Philox named explicitly: `keras.random.normal` leaves the algorithm to "auto_select",
+        # which XLA's CPU backend turns into a generator that took 1.3 ms for 128×20 numbers
+        # (Philox: 0.13 ms), a third of a compiled MLP train step.
+        noise = tf.random.stateless_normal(shape, seed=self.seed_generator.next(), alg="philox")
+        return mean + distribution.stddev() * noise
 
     def _record(self, terms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])  # Mean over the batch, weighted by batch size
+        # Each tracker gets its batch mean weighted by the batch size (the same running mean as
+        # feeding it the per-image values), all means from one reduction of the stacked terms:
+        # summing each [N] term alone lets XLA fuse the sum with the per-image sum over pixels
+        # into one slow scalar reduction, 6% of a compiled MLP step on a CPU.
+        stacked = tf.stack([terms[name] for name in self.trackers], axis=1)  # [N, 4]
+        batch_means = tf.unstack(tf.reduce_mean(stacked, axis=0))
+        batch_size = tf.cast(tf.shape(stacked)[0], tf.float32)
+        for tracker, batch_mean in zip(self.trackers.values(), batch_means):
+            tracker.update_state(batch_mean, sample_weight=batch_size)
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3.15 reduces a multi-worker step's outputs with MEAN along axis 0, which a
@@ -91,7 +110,7 @@ class VariationalModel(keras.Model):
         return results
 
     def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = data
+        images, labels = as_unit_range(data[0]), data[1]
         with tf.GradientTape() as tape:
             terms = self.compute_terms(images, labels, training=True)
             # The per-replica mean divided by the number of replicas: summed over replicas (as
@@ -105,7 +124,7 @@ class VariationalModel(keras.Model):
         return self._record(terms)
 
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = data
+        images, labels = as_unit_range(data[0]), data[1]
         return self._record(self.compute_terms(images, labels, training=False))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
@@ -123,6 +142,15 @@ class VariationalModel(keras.Model):
             copy = type(self).from_config(self.get_config())
         copy.set_weights(self.get_weights())
         return copy
+
+
+def bernoulli_log_prob(pixels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """`tfd.Bernoulli(logits).log_prob(pixels)` per pixel (pixels in [0, 1]), in one fused kernel.
+
+    x·log σ(l) + (1 − x)·log(1 − σ(l)) = −sigmoid_cross_entropy(x, l). TFP's version builds both
+    log-probabilities and two `multiply_no_nan`s; this one cut a compiled MLP step by a tenth.
+    """
+    return -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(pixels, logits.dtype), logits=logits)
 
 
 def bounded_log_var(log_var: tf.Tensor) -> tf.Tensor:
@@ -237,19 +265,15 @@ class CVAE(VariationalModel):
     def prior(self, batch_size: tf.Tensor | int) -> tfd.Distribution:
         return standard_normal_prior(batch_size, self.latent_dim)
 
-    def likelihood_distribution(self, logits: tf.Tensor) -> tfd.Distribution:
-        """p(x | z, c) with independent pixels: log_prob sums over H, W and C."""
+    def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """log p(x | z, c) per image, [N]: independent pixels, log-probabilities summed over H, W, C."""
+        logits = self.decoder_logits(z, labels, training=training)
         if self.likelihood == "bernoulli":
-            pixels = tfd.Bernoulli(logits=logits, dtype=tf.float32)
+            per_pixel = bernoulli_log_prob(images, logits)
         else:
             scale = MIN_PIXEL_SCALE + tf.nn.softplus(self.pixel_scale_raw)
-            pixels = tfd.Normal(loc=tf.sigmoid(logits), scale=scale)
-        return tfd.Independent(pixels, reinterpreted_batch_ndims=3)
-
-    def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """log p(x | z, c) per image, [N]."""
-        logits = self.decoder_logits(z, labels, training=training)
-        return self.likelihood_distribution(logits).log_prob(images)
+            per_pixel = tfd.Normal(loc=tf.sigmoid(logits), scale=scale).log_prob(images)
+        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
 
     # -- the objective ------------------------------------------------------------------------
 

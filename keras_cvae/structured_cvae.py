@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.config import OBJECTIVES
-from keras_cvae.model import VariationalModel, bounded_log_var, gaussian_posterior
+from keras_cvae.model import VariationalModel, bernoulli_log_prob, bounded_log_var, gaussian_posterior
 from keras_cvae.networks import build_baseline, build_decoder, build_encoder
 from keras_cvae.quadrants import masked_input, visible_mask
 
@@ -114,7 +114,7 @@ class StructuredCVAE(VariationalModel):
 
     def missing_log_likelihood(self, images: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """log p(y | ·): Bernoulli log-probabilities summed over the missing pixels, [N]."""
-        per_pixel = tfd.Bernoulli(logits=logits, dtype=tf.float32).log_prob(images)
+        per_pixel = bernoulli_log_prob(images, logits)
         return tf.reduce_sum(per_pixel * (1.0 - self.visible), axis=[1, 2, 3])
 
     def _gaussian(self, network: keras.Model, inputs: list[tf.Tensor], training: bool) -> tfd.Distribution:

@@ -110,6 +110,19 @@ def test_training_step_lowers_the_loss():
     assert set(model.get_metrics_result()) == {"loss", "reconstruction_loss", "kl_loss", "elbo"}
 
 
+def test_metrics_are_per_image_means_over_unequal_batches_of_uint8_images():
+    """What the input pipeline ships (uint8, a smaller last batch) gives the per-image mean."""
+    model = small_model()
+    model.compile(optimizer="adam")
+    rng = np.random.default_rng(0)
+    pixels, labels = rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 6).astype("int32")
+    batches = tf.data.Dataset.from_tensor_slices((pixels, labels)).batch(4)  # 4 images, then 2
+    metrics = model.evaluate(batches, verbose=0, return_dict=True)
+    kl = model.compute_terms(pixels.astype("float32") / 255.0, labels)["kl_loss"].numpy()  # z-free: exact
+    np.testing.assert_allclose(metrics["kl_loss"], kl.mean(), rtol=1e-5)
+    assert not np.isclose(metrics["kl_loss"], (kl[:4].mean() + kl[4:].mean()) / 2, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_config_round_trip_gives_same_decode(arch):
     model = small_model(arch=arch, likelihood="gaussian", beta=2.0, class_names=list("abcdefghij"))
