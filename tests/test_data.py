@@ -149,15 +149,20 @@ def test_limit_and_split_are_fixed_slices():
         data.limit_and_split(images, labels, limit=1, validation_fraction=0.5)
 
 
-def test_pipeline_batches_float_images_in_unit_range():
-    images = np.full((10, 28, 28, 1), 255, np.uint8)
-    images[0] = 0
+def test_pipeline_batches_uint8_images_and_reshuffles_every_epoch():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     labels = np.arange(10, dtype=np.int32)
-    batches = list(data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1))
-    assert [len(b[1]) for b in batches] == [4, 4, 2]
-    x, y = batches[0]
-    assert x.dtype.name == "float32" and y.dtype.name == "int32"
-    all_x = np.concatenate([b[0].numpy() for b in batches])
-    assert all_x.min() == 0.0 and all_x.max() == 1.0
-    assert sorted(np.concatenate([b[1].numpy() for b in batches]).tolist()) == list(range(10))
-
+    pipeline = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1)
+    epochs = [list(pipeline) for _ in range(3)]
+    for batches in epochs:
+        assert [len(b[1]) for b in batches] == [4, 4, 2]
+        assert batches[0][0].dtype.name == "uint8" and batches[0][1].dtype.name == "int32"
+        order = np.concatenate([b[1].numpy() for b in batches])
+        assert sorted(order.tolist()) == list(range(10))  # every example once per epoch
+        np.testing.assert_array_equal(np.concatenate([b[0].numpy().ravel() for b in batches]), order)
+    orders = [tuple(np.concatenate([b[1].numpy() for b in batches])) for batches in epochs]
+    assert len(set(orders)) == 3  # a new order every epoch
+    again = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=1)
+    assert tuple(np.concatenate([b[1].numpy() for b in again])) == orders[0]  # same seed, same orders
+    fixed = data.make_pipeline(images, labels, batch_size=4, shuffle=False)
+    assert np.concatenate([b[1].numpy() for b in fixed]).tolist() == list(range(10))

@@ -137,7 +137,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, fashion
         dataset = real_pipeline(images, labels, batch_size, shuffle, seed)
         if not shuffle:
             return dataset  # validation stays clean
-        return dataset.enumerate().map(lambda i, b: (tf.where(i == 2, b[0] * np.nan, b[0]), b[1]))
+        return dataset.enumerate().map(
+            lambda i, b: (tf.where(i == 2, np.nan, tf.cast(b[0], tf.float32) / 255.0), b[1]))
 
     monkeypatch.setattr(training, "make_pipeline", poisoned)
     config.train.epochs = 2
