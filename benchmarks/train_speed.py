@@ -1,6 +1,6 @@
 """Training speed of keras_cvae against the PyTorch and keras-io references, side by side.
 
-    python benchmarks/train_speed.py --epochs 3                # all four, this machine
+    python benchmarks/train_speed.py --epochs 3                # every contender, this machine
     python benchmarks/train_speed.py --epochs 3 --ablation     # plus keras_cvae with each speed-up off, and mixed precision
     python benchmarks/train_speed.py --only keras_cvae_mlp,torch_mlp --epochs 5
 
@@ -9,7 +9,8 @@ validation split), batch 128, Adam 1e-3, for the same number of epochs:
 
   keras_cvae_mlp   keras_cvae's MLP CVAE: 784+10 → 400 → 20, 20+10 → 400 → 784 (the pytorch/examples VAE plus the label)
   torch_mlp        the same model written the way pytorch/examples writes its VAE (needs the torch CPU build)
-  keras_cvae_conv  keras_cvae's conv CVAE at keras-io's VAE size: conv 32, 64 (stride 2), dense 16, latent 2
+  keras_cvae_conv  keras_cvae's conv CVAE at keras-io's VAE size: conv 32, 64 (stride 2), dense 16, latent 2,
+                   in float32 and again with --mixed-precision (bfloat16 on a CPU: oneDNN's AMX kernels)
   kerasio_conv     that network written the keras-io way: a Sampling layer, a train_step, plain fit on arrays
 
 Each contender runs in its own process, so its peak RSS is its own. Samples/s is the median over
@@ -38,16 +39,23 @@ sys.path.insert(0, str(ROOT))
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
-CONTENDERS = ("keras_cvae_mlp", "torch_mlp", "keras_cvae_conv", "kerasio_conv")
+CONTENDERS = ("keras_cvae_mlp", "torch_mlp", "keras_cvae_conv", "keras_cvae_conv:mixed_precision", "kerasio_conv")
 # keras_cvae with one speed-up switched off at a time (or mixed precision switched on).
 ABLATIONS = {
     "keras_cvae_mlp:keras_adam": "Keras's own Adam instead of FusedAdam",
     "keras_cvae_mlp:steps_per_execution_1": "one train step per compiled call",
-    "keras_cvae_mlp:jit_on": "XLA-compiled train step",
+    "keras_cvae_mlp:jit_off": "train step not XLA-compiled",
+    "keras_cvae_mlp:keras_rng": "z noise from keras.random.normal (XLA's auto_select generator)",
+    "keras_cvae_mlp:per_example_pipeline": "indices shuffled one example at a time, float32 batches",
     "keras_cvae_mlp:mixed_precision": "bfloat16 compute (CPU) / float16 (GPU)",
-    "keras_cvae_conv:mixed_precision": "bfloat16 compute (CPU) / float16 (GPU)",
+    "keras_cvae_conv:jit_on": "XLA-compiled train step",
 }
-PAIRS = {"mlp": ("keras_cvae_mlp", "torch_mlp"), "conv": ("keras_cvae_conv", "kerasio_conv")}
+PAIRS = {
+    "mlp": ("keras_cvae_mlp", "torch_mlp"),
+    "conv": ("keras_cvae_conv", "kerasio_conv"),
+    "conv_mixed_precision": ("keras_cvae_conv:mixed_precision", "kerasio_conv"),
+}
+LABELS = {"keras_cvae_conv:mixed_precision": "keras_cvae_conv --mixed-precision", **ABLATIONS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,8 +102,10 @@ def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision
     config.train.mixed_precision = mixed_precision or variant == "mixed_precision"
     if variant == "steps_per_execution_1":
         config.train.steps_per_execution = 1
-    if variant == "jit_on":
-        config.train.jit_compile = True
+    if variant in ("jit_on", "jit_off"):
+        config.train.jit_compile = variant == "jit_on"
+    if variant == "keras_rng":
+        use_keras_random_normal()
     keras.utils.set_random_seed(0)
     dataset = LoadedDataset(x_train, y_train, x_test, y_test, class_names=tuple(str(i) for i in range(10)), source="")
     with precision_policy(config.train.mixed_precision):
@@ -106,11 +116,40 @@ def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision
                 jit_compile=model.jit_compile,
                 steps_per_execution=config.train.steps_per_execution,
             )
+        pipeline = per_example_pipeline if variant == "per_example_pipeline" else make_pipeline
         timer = epoch_timer()
-        model.fit(make_pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0,
-                  callbacks=[timer])
+        model.fit(pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0, callbacks=[timer])
         metrics = model.evaluate(make_pipeline(x_test, y_test, 1000, shuffle=False), verbose=0, return_dict=True)
     return timer.seconds, -float(metrics["elbo"])
+
+
+def use_keras_random_normal() -> None:
+    """Ablation: the reparameterisation noise as keras_cvae drew it before naming Philox."""
+    import keras
+
+    from keras_cvae.model import VariationalModel
+
+    def sample(self, distribution, num_samples=None):
+        mean = distribution.mean()
+        return mean + distribution.stddev() * keras.random.normal(keras.ops.shape(mean), seed=self.seed_generator)
+
+    VariationalModel.sample = sample
+
+
+def per_example_pipeline(images, labels, batch_size: int, shuffle: bool):
+    """Ablation: keras_cvae's previous input pipeline, indices shuffled element by element and
+    each batch gathered and cast to float32 in [0, 1] by tf.data."""
+    import numpy as np
+    import tensorflow as tf
+
+    all_images, all_labels = tf.constant(images), tf.constant(labels.astype(np.int32))
+    dataset = tf.data.Dataset.range(len(images)).shuffle(len(images), seed=0, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(
+        lambda i: (tf.cast(tf.gather(all_images, i), tf.float32) / 255.0, tf.gather(all_labels, i)),
+        num_parallel_calls=1)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 def run_torch_mlp(arrays, epochs: int) -> tuple[list[float], float]:
@@ -371,7 +410,7 @@ def markdown_table(results: dict[str, dict], summary: dict) -> str:
         "|---|---:|---|---:|---:|",
     ]
     for name, r in results.items():
-        label = f"{name} ({ABLATIONS[name]})" if name in ABLATIONS else name
+        label = f"{name} ({LABELS[name]})" if name in LABELS else name
         epochs = ", ".join(f"{s:.2f}" for s in r["seconds_per_epoch"])
         lines.append(f"| {label} | {r['samples_per_s']:,} | {epochs} | {r['test_neg_elbo']:.2f} | {r['peak_rss_mib']} |")
     lines.append("")
@@ -389,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--data-dir")
-    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(CONTENDERS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(CONTENDERS)} (or ablations)")
     parser.add_argument("--ablation", action="store_true", help="also run keras_cvae with each speed-up off, and in mixed precision")
     parser.add_argument("--mixed-precision", action="store_true", help="keras_cvae contenders in mixed precision")
     parser.add_argument("--output", default=str(RESULTS))
@@ -403,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     names = args.only.split(",") if args.only else list(CONTENDERS)
-    unknown = set(names) - set(CONTENDERS)
+    unknown = set(names) - set(CONTENDERS) - set(ABLATIONS)
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
     notes = []

@@ -52,7 +52,7 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1) -> b
     trained on one replica.
 
     Measured on 2 CPU cores (benchmarks/train_speed.py, Fashion-MNIST, batch 128): XLA takes the
-    MLP CVAE from 23k to 32k samples/s, but slows the conv CVAE from 3.0k to 1.9k, as XLA's CPU
+    MLP CVAE from 22.5k to 31.9k samples/s, but slows the conv CVAE from 2.8k to 2.0k, as XLA's CPU
     convolutions are slower than oneDNN's (nor does XLA use oneDNN's AMX kernels for bfloat16).
     XLA cannot compile the all-reduce of several CPU replicas at all.
     """
