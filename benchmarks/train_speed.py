@@ -124,16 +124,16 @@ def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision
 
 
 def use_keras_random_normal() -> None:
-    """Ablation: the reparameterisation noise as keras_cvae drew it before naming Philox."""
-    import keras
+    """Ablation: the reparameterisation noise drawn with the algorithm `keras.random.normal`
+    leaves to TensorFlow ("auto_select"), as keras_cvae drew it before naming Philox."""
+    import tensorflow as tf
 
-    from keras_cvae.model import VariationalModel
+    stateless_normal = tf.random.stateless_normal
 
-    def sample(self, distribution, num_samples=None):
-        mean = distribution.mean()
-        return mean + distribution.stddev() * keras.random.normal(keras.ops.shape(mean), seed=self.seed_generator)
+    def auto_select_normal(shape, seed, alg=None, **kwargs):
+        return stateless_normal(shape, seed=seed, alg="auto_select", **kwargs)
 
-    VariationalModel.sample = sample
+    tf.random.stateless_normal = auto_select_normal  # this worker process only
 
 
 def per_example_pipeline(images, labels, batch_size: int, shuffle: bool):

@@ -23,6 +23,7 @@ def test_mixed_precision_is_bfloat16_on_a_cpu_and_restored_after():
     with precision_policy(False):
         assert keras.mixed_precision.global_policy().name == before
 
+
 def test_no_xla_for_several_cpu_replicas():
     if has_gpu():
         pytest.skip("GPUs have XLA collectives")
