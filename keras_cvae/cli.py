@@ -154,7 +154,7 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     add("--run-dir", help="where the run's files go (default runs/<dataset>-<arch>)")
     add("--export", help="SavedModel export root (default saved_models/<dataset>-<arch>)")
     add("--tensorboard", action="store_true", help="log scalars and sample grids for TensorBoard")
-    add("--jit", dest="jit_compile", action="store_true", help="XLA-compile the train step (default: on a GPU, and on a CPU for --arch mlp)")
+    add("--jit", dest="jit_compile", action="store_true", help="XLA-compile the train step (default: on a GPU, and on a CPU for --arch mlp in float32)")
     add("--no-jit", dest="jit_compile", action="store_false", help="do not XLA-compile the train step")
     add("--steps-per-execution", type=int,
         help="train steps per compiled call (default 32); callbacks see every Nth batch")

@@ -47,13 +47,14 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1) -> bool:
+def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixed_precision: bool = False) -> bool:
     """XLA for the train step: the given setting, else on for a GPU and, on a CPU, for the MLP
-    trained on one replica.
+    trained in float32 on one replica.
 
     Measured on 2 CPU cores (benchmarks/train_speed.py, Fashion-MNIST, batch 128): XLA takes the
-    MLP CVAE from 22.5k to 31.9k samples/s, but slows the conv CVAE from 2.8k to 2.0k, as XLA's CPU
-    convolutions are slower than oneDNN's (nor does XLA use oneDNN's AMX kernels for bfloat16).
+    float32 MLP CVAE from 22.5k to 31.9k samples/s, but slows the conv CVAE from 2.8k to 2.0k, as
+    XLA's CPU convolutions are slower than oneDNN's. Nor does XLA use oneDNN's AMX kernels for
+    bfloat16: the MLP under `--mixed-precision` runs at 31k samples/s without XLA, 27k with it.
     XLA cannot compile the all-reduce of several CPU replicas at all.
     """
     gpu = has_gpu()
@@ -61,7 +62,7 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1) -> b
         raise ConfigError(f"--jit: XLA cannot compile the all-reduce of {replicas} CPU replicas; drop --jit")
     if setting is not None:
         return setting
-    return gpu or (arch == "mlp" and replicas == 1)
+    return gpu or (arch == "mlp" and replicas == 1 and not mixed_precision)
 
 
 @contextlib.contextmanager
@@ -110,7 +111,8 @@ def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
     model.compile(
         optimizer=FusedAdam(config.train.learning_rate),
         jit_compile=resolve_jit_compile(
-            config.train.jit_compile, config.model.arch, tf.distribute.get_strategy().num_replicas_in_sync
+            config.train.jit_compile, config.model.arch, tf.distribute.get_strategy().num_replicas_in_sync,
+            config.train.mixed_precision,
         ),
         steps_per_execution=config.train.steps_per_execution,
     )
@@ -158,7 +160,9 @@ def _train(
             # What the checkpoint's compile config holds is replaced by this run's speed settings.
             model.compile(
                 optimizer=model.optimizer,
-                jit_compile=resolve_jit_compile(tc.jit_compile, config.model.arch, strategy.num_replicas_in_sync),
+                jit_compile=resolve_jit_compile(
+                    tc.jit_compile, config.model.arch, strategy.num_replicas_in_sync, tc.mixed_precision
+                ),
                 steps_per_execution=tc.steps_per_execution,
             )
             history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]

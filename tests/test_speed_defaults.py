@@ -13,6 +13,9 @@ def test_xla_by_default_where_it_was_measured_faster():
     assert resolve_jit_compile(None, "mlp") is True
     assert resolve_jit_compile(None, "conv") is has_gpu()  # oneDNN's CPU convolutions beat XLA's
     assert resolve_jit_compile(False, "mlp") is False and resolve_jit_compile(True, "conv") is True
+    # bfloat16 on a CPU: oneDNN's AMX matmuls beat XLA's float32-bound ones.
+    assert resolve_jit_compile(None, "mlp", mixed_precision=True) is has_gpu()
+    assert resolve_jit_compile(True, "mlp", mixed_precision=True) is True
 
 
 def test_mixed_precision_is_bfloat16_on_a_cpu_and_restored_after():
