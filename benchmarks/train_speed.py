@@ -14,7 +14,10 @@ validation split), batch 128, Adam 1e-3, for the same number of epochs:
   kerasio_conv     that network written the keras-io way: a Sampling layer, a train_step, plain fit on arrays
 
 Each contender runs in its own process, so its peak RSS is its own. Samples/s is the median over
-the epochs after the first (the first includes tracing and compilation); test −ELBO is one
+the epochs after the first (the first includes tracing and compilation). Over the same epochs,
+ms/step is the median time of a training step and the longest pause is the most time one step
+(or compiled run of steps) took beyond that: the two tell a slow step from a stalled input
+pipeline, and each pair's ratio is also given from the median steps alone. Test −ELBO is one
 z-sample per test image, nats per image, summed over pixels. Writes train_speed.json and
 train_speed.md to --output (default benchmarks/results).
 """
@@ -40,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 CONTENDERS = ("keras_cvae_mlp", "torch_mlp", "keras_cvae_conv", "keras_cvae_conv:mixed_precision", "kerasio_conv")
-# keras_cvae with one speed-up switched off at a time (or mixed precision switched on).
+# keras_cvae with one speed-up switched off at a time (or mixed precision switched on); a
+# contender's variants are joined by "+".
 ABLATIONS = {
     "keras_cvae_mlp:keras_adam": "Keras's own Adam instead of FusedAdam",
     "keras_cvae_mlp:steps_per_execution_1": "one train step per compiled call",
@@ -48,6 +52,7 @@ ABLATIONS = {
     "keras_cvae_mlp:keras_rng": "z noise from keras.random.normal (XLA's auto_select generator)",
     "keras_cvae_mlp:per_example_pipeline": "indices shuffled one example at a time, float32 batches",
     "keras_cvae_mlp:mixed_precision": "bfloat16 compute (CPU) / float16 (GPU)",
+    "keras_cvae_mlp:mixed_precision+jit_on": "bfloat16 compute with an XLA-compiled train step",
     "keras_cvae_conv:jit_on": "XLA-compiled train step",
 }
 PAIRS = {
@@ -69,24 +74,58 @@ def load_arrays(dataset: str, data_dir: str | None):
     return data.x_train, data.y_train, data.x_test, data.y_test
 
 
-def epoch_timer():
+class StepLog:
+    """Wall time of every epoch and of every run of steps inside it: one step for torch and
+    keras-io, `steps_per_execution` steps for keras_cvae. Each run is timed from the end of the
+    one before (or the epoch's start), so iterator set-up and input-pipeline stalls land in the
+    run they delay; the median time per step is the step's own speed, apart from those pauses."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.runs: list[list[tuple[int, float]]] = []  # per epoch: (steps, seconds) of each run
+
+    def begin_epoch(self) -> None:
+        self._epoch_start = self._last = time.perf_counter()
+        self.runs.append([])
+
+    def end_run(self, steps: int) -> None:
+        now = time.perf_counter()
+        self.runs[-1].append((steps, now - self._last))
+        self._last = now
+
+    def end_epoch(self) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+
+    def steady(self) -> dict:
+        """Over the epochs after the first (the first traces and compiles): the median seconds
+        per step, and the longest pause, the most any run took beyond its steps at that median."""
+        runs = [run for epoch in (self.runs[1:] or self.runs) for run in epoch]
+        step_seconds = statistics.median(seconds / steps for steps, seconds in runs)
+        pause = max(seconds - steps * step_seconds for steps, seconds in runs)
+        return {"step_ms": round(step_seconds * 1e3, 2), "longest_pause_s": round(max(pause, 0.0), 2)}
+
+
+def step_log_callback(log: StepLog):
+    """A Keras callback feeding `log`; Keras calls the batch hooks once per compiled call."""
     import keras
 
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
+    class StepLogCallback(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
+            log.begin_epoch()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.first_step = batch
+
+        def on_train_batch_end(self, batch, logs=None):
+            log.end_run(batch - self.first_step + 1)
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
+            log.end_epoch()
 
-    return EpochTimer()
+    return StepLogCallback()
 
 
-def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision: bool) -> tuple[list[float], float]:
+def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_precision: bool) -> tuple[StepLog, float]:
     import keras
 
     from keras_cvae.config import RunConfig
@@ -99,28 +138,29 @@ def run_keras_cvae(variant: str, arch: str, arrays, epochs: int, mixed_precision
     if arch == "conv":
         config.model.hidden_units, config.model.latent_dim = (16,), 2
     config.train.batch_size, config.train.learning_rate = BATCH_SIZE, LEARNING_RATE
-    config.train.mixed_precision = mixed_precision or variant == "mixed_precision"
-    if variant == "steps_per_execution_1":
+    config.train.mixed_precision = mixed_precision or "mixed_precision" in variants
+    if "steps_per_execution_1" in variants:
         config.train.steps_per_execution = 1
-    if variant in ("jit_on", "jit_off"):
-        config.train.jit_compile = variant == "jit_on"
-    if variant == "keras_rng":
+    if variants & {"jit_on", "jit_off"}:
+        config.train.jit_compile = "jit_on" in variants
+    if "keras_rng" in variants:
         use_keras_random_normal()
     keras.utils.set_random_seed(0)
     dataset = LoadedDataset(x_train, y_train, x_test, y_test, class_names=tuple(str(i) for i in range(10)), source="")
     with precision_policy(config.train.mixed_precision):
         model = build_model(config, dataset)
-        if variant == "keras_adam":
+        if "keras_adam" in variants:
             model.compile(
                 optimizer=keras.optimizers.Adam(LEARNING_RATE),
                 jit_compile=model.jit_compile,
                 steps_per_execution=config.train.steps_per_execution,
             )
-        pipeline = per_example_pipeline if variant == "per_example_pipeline" else make_pipeline
-        timer = epoch_timer()
-        model.fit(pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0, callbacks=[timer])
+        pipeline = per_example_pipeline if "per_example_pipeline" in variants else make_pipeline
+        log = StepLog()
+        model.fit(pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0,
+                  callbacks=[step_log_callback(log)])
         metrics = model.evaluate(make_pipeline(x_test, y_test, 1000, shuffle=False), verbose=0, return_dict=True)
-    return timer.seconds, -float(metrics["elbo"])
+    return log, -float(metrics["elbo"])
 
 
 def use_keras_random_normal() -> None:
@@ -152,7 +192,7 @@ def per_example_pipeline(images, labels, batch_size: int, shuffle: bool):
     return dataset.prefetch(2).with_options(options)
 
 
-def run_torch_mlp(arrays, epochs: int) -> tuple[list[float], float]:
+def run_torch_mlp(arrays, epochs: int) -> tuple[StepLog, float]:
     """The pytorch/examples VAE (examples/vae/main.py), with the one-hot label joined to x and z."""
     import numpy as np
     import torch
@@ -204,9 +244,9 @@ def run_torch_mlp(arrays, epochs: int) -> tuple[list[float], float]:
         torch.utils.data.TensorDataset(*tensors(x_test, y_test)), batch_size=1000, shuffle=False)
     model = VAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    seconds = []
+    log = StepLog()
     for _ in range(epochs):
-        start = time.perf_counter()
+        log.begin_epoch()
         model.train()
         for data, labels in train_loader:
             optimizer.zero_grad()
@@ -214,17 +254,18 @@ def run_torch_mlp(arrays, epochs: int) -> tuple[list[float], float]:
             loss = loss_function(recon_batch, data, mu, logvar)
             loss.backward()
             optimizer.step()
-        seconds.append(time.perf_counter() - start)
+            log.end_run(1)
+        log.end_epoch()
     model.eval()
     total = 0.0
     with torch.no_grad():
         for data, labels in test_loader:
             recon_batch, mu, logvar = model(data, F.one_hot(labels, 10).float())
             total += loss_function(recon_batch, data, mu, logvar).item()
-    return seconds, total / len(x_test)
+    return log, total / len(x_test)
 
 
-def run_kerasio_conv(arrays, epochs: int) -> tuple[list[float], float]:
+def run_kerasio_conv(arrays, epochs: int) -> tuple[StepLog, float]:
     """keras-io's "Variational AutoEncoder" (Keras 3), with the label tiled into the encoder's input
     and joined to z, at the size of keras_cvae's conv model above."""
     import keras
@@ -313,30 +354,31 @@ def run_kerasio_conv(arrays, epochs: int) -> tuple[list[float], float]:
 
     vae = VAE(encoder, decoder)
     vae.compile(optimizer=keras.optimizers.Adam())
-    timer = epoch_timer()
-    vae.fit(*inputs(x_train, y_train), epochs=epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=[timer])
+    log = StepLog()
+    vae.fit(*inputs(x_train, y_train), epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
+            callbacks=[step_log_callback(log)])
     images, labels = (ops.convert_to_tensor(a) for a in inputs(x_test, y_test))
     totals = [sum(float(t) for t in vae.losses_of((images[i:i + 1000], labels[i:i + 1000])))
               for i in range(0, len(images), 1000)]
-    return timer.seconds, float(np.mean(totals))
+    return log, float(np.mean(totals))
 
 
 def worker(name: str, args: argparse.Namespace) -> dict:
     arrays = load_arrays(args.dataset, args.data_dir)
     contender, _, variant = name.partition(":")
     if contender == "torch_mlp":
-        seconds, neg_elbo = run_torch_mlp(arrays, args.epochs)
+        log, neg_elbo = run_torch_mlp(arrays, args.epochs)
     elif contender == "kerasio_conv":
-        seconds, neg_elbo = run_kerasio_conv(arrays, args.epochs)
+        log, neg_elbo = run_kerasio_conv(arrays, args.epochs)
     else:
         arch = contender.rsplit("_", 1)[1]
-        seconds, neg_elbo = run_keras_cvae(variant, arch, arrays, args.epochs, args.mixed_precision)
-    steady = seconds[1:] or seconds
-    samples = len(arrays[0])
+        log, neg_elbo = run_keras_cvae(set(variant.split("+")), arch, arrays, args.epochs, args.mixed_precision)
+    steady_epochs = log.epoch_seconds[1:] or log.epoch_seconds
     return {
         "name": name,
-        "seconds_per_epoch": [round(s, 3) for s in seconds],
-        "samples_per_s": round(samples / statistics.median(steady)),
+        "seconds_per_epoch": [round(s, 3) for s in log.epoch_seconds],
+        "samples_per_s": round(len(arrays[0]) / statistics.median(steady_epochs)),
+        **log.steady(),
         "test_neg_elbo": round(neg_elbo, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -358,6 +400,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict | None:
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
             print(f"  {result['samples_per_s']} samples/s, epochs {result['seconds_per_epoch']} s, "
+                  f"{result['step_ms']} ms/step, longest pause {result['longest_pause_s']} s, "
                   f"test −ELBO {result['test_neg_elbo']}, peak RSS {result['peak_rss_mib']} MiB", flush=True)
             return result
     lines = (done.stderr or done.stdout).strip().splitlines()
@@ -389,14 +432,18 @@ def summarise(results: dict[str, dict], args: argparse.Namespace, notes: list[st
                      "device": device_description(), "mixed_precision": args.mixed_precision,
                      "command": "python benchmarks/train_speed.py " + " ".join(args.argv), "notes": notes}
     for name, result in results.items():
-        key = name.replace(":", "__")
+        key = name.replace(":", "__").replace("+", "__")
         summary[f"{key}_samples_per_s"] = result["samples_per_s"]
         summary[f"{key}_seconds_per_epoch"] = result["seconds_per_epoch"]
+        summary[f"{key}_step_ms"] = result["step_ms"]
+        summary[f"{key}_longest_pause_s"] = result["longest_pause_s"]
         summary[f"{key}_test_neg_elbo"] = result["test_neg_elbo"]
         summary[f"{key}_peak_rss_mib"] = result["peak_rss_mib"]
     for kind, (ours, theirs) in PAIRS.items():
         if ours in results and theirs in results:
             summary[f"{kind}_speed_ratio"] = round(results[ours]["samples_per_s"] / results[theirs]["samples_per_s"], 2)
+            # The same ratio from the median step alone: how much of it is the step, not the pauses.
+            summary[f"{kind}_step_speed_ratio"] = round(results[theirs]["step_ms"] / results[ours]["step_ms"], 2)
     return summary
 
 
@@ -406,18 +453,21 @@ def markdown_table(results: dict[str, dict], summary: dict) -> str:
         "",
         f"Device: {summary['device']}. Command: `{summary['command']}`.",
         "",
-        "| contender | samples/s | s/epoch (each) | test −ELBO (nats) | peak RSS (MiB) |",
-        "|---|---:|---|---:|---:|",
+        "| contender | samples/s | s/epoch (each) | ms/step (median) | longest pause (s) | test −ELBO (nats) "
+        "| peak RSS (MiB) |",
+        "|---|---:|---|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         label = f"{name} ({LABELS[name]})" if name in LABELS else name
         epochs = ", ".join(f"{s:.2f}" for s in r["seconds_per_epoch"])
-        lines.append(f"| {label} | {r['samples_per_s']:,} | {epochs} | {r['test_neg_elbo']:.2f} | {r['peak_rss_mib']} |")
+        lines.append(f"| {label} | {r['samples_per_s']:,} | {epochs} | {r['step_ms']:.1f} | {r['longest_pause_s']:.2f} "
+                     f"| {r['test_neg_elbo']:.2f} | {r['peak_rss_mib']} |")
     lines.append("")
     for kind in PAIRS:
         if f"{kind}_speed_ratio" in summary:
             ours, theirs = PAIRS[kind]
-            lines.append(f"- {kind}_speed_ratio ({ours} / {theirs}): **{summary[f'{kind}_speed_ratio']}**")
+            lines.append(f"- {kind}_speed_ratio ({ours} / {theirs}): **{summary[f'{kind}_speed_ratio']}** "
+                         f"(median steps alone: {summary[f'{kind}_step_speed_ratio']})")
     lines += [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,61 @@
+"""benchmarks/train_speed.py's bookkeeping: step times, pauses and ratios from known timings."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def train_speed():
+    spec = importlib.util.spec_from_file_location("train_speed", REPO_ROOT / "benchmarks" / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def step_log(train_speed, epochs: list[list[tuple[int, float]]]):
+    log = train_speed.StepLog()
+    log.runs = epochs
+    log.epoch_seconds = [sum(seconds for _, seconds in runs) for runs in epochs]
+    return log
+
+
+def test_steady_step_time_and_pause_leave_out_the_first_epoch(train_speed):
+    compile_epoch = [(32, 5.0), (32, 0.032)]
+    stalled_epoch = [(1, 19.0)] + [(1, 0.002)] * 9  # a 19 s wait for the first batch
+    steady_epoch = [(32, 0.064), (32, 0.064), (5, 0.010)]
+    steady = step_log(train_speed, [compile_epoch, stalled_epoch, steady_epoch]).steady()
+    assert steady["step_ms"] == pytest.approx(2.0)
+    assert steady["longest_pause_s"] == pytest.approx(19.0 - 0.002, abs=0.01)
+
+
+def test_no_pause_when_every_run_steps_at_the_median(train_speed):
+    runs = [(32, 0.032), (32, 0.032), (16, 0.016)]
+    steady = step_log(train_speed, [runs, runs]).steady()
+    assert steady == {"step_ms": 1.0, "longest_pause_s": 0.0}
+
+
+def result(name: str, samples_per_s: int, step_ms: float, pause: float) -> dict:
+    return {"name": name, "seconds_per_epoch": [1.0, 1.0], "samples_per_s": samples_per_s, "step_ms": step_ms,
+            "longest_pause_s": pause, "test_neg_elbo": 250.0, "peak_rss_mib": 900}
+
+
+def test_ratios_from_epochs_and_from_steps(train_speed):
+    results = {
+        "keras_cvae_conv": result("keras_cvae_conv", 3000, 40.0, 0.1),
+        "kerasio_conv": result("kerasio_conv", 1500, 44.0, 19.0),
+    }
+    args = argparse.Namespace(epochs=3, dataset="fashion_mnist", mixed_precision=False, argv=["--epochs", "3"])
+    summary = train_speed.summarise(results, args, notes=[])
+    assert summary["conv_speed_ratio"] == 2.0
+    assert summary["conv_step_speed_ratio"] == 1.1
+    assert summary["kerasio_conv_longest_pause_s"] == 19.0
+    assert "mlp_speed_ratio" not in summary
+    table = train_speed.markdown_table(results, summary)
+    assert "| kerasio_conv | 1,500 | 1.00, 1.00 | 44.0 | 19.00 | 250.00 | 900 |" in table
+    assert "conv_speed_ratio (keras_cvae_conv / kerasio_conv): **2.0** (median steps alone: 1.1)" in table
