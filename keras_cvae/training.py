@@ -52,9 +52,9 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixe
     trained in float32 on one replica.
 
     Measured on 2 CPU cores (benchmarks/train_speed.py, Fashion-MNIST, batch 128): XLA takes the
-    float32 MLP CVAE from 22.5k to 31.9k samples/s, but slows the conv CVAE from 2.8k to 2.0k, as
+    float32 MLP CVAE from 22.7k to 35.2k samples/s, but slows the conv CVAE from 3.1k to 2.1k, as
     XLA's CPU convolutions are slower than oneDNN's. Nor does XLA use oneDNN's AMX kernels for
-    bfloat16: the MLP under `--mixed-precision` runs at 31k samples/s without XLA, 27k with it.
+    bfloat16: the MLP under `--mixed-precision` runs at 31.7k samples/s without XLA, 27.9k with it.
     XLA cannot compile the all-reduce of several CPU replicas at all.
     """
     gpu = has_gpu()
