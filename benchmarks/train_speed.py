@@ -130,7 +130,7 @@ def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_pre
 
     from keras_cvae.config import RunConfig
     from keras_cvae.data import LoadedDataset, make_pipeline
-    from keras_cvae.training import build_model, precision_policy
+    from keras_cvae.training import build_model, compile_for_run, precision_policy
 
     x_train, y_train, x_test, y_test = arrays
     config = RunConfig()
@@ -150,11 +150,7 @@ def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_pre
     with precision_policy(config.train.mixed_precision):
         model = build_model(config, dataset)
         if "keras_adam" in variants:
-            model.compile(
-                optimizer=keras.optimizers.Adam(LEARNING_RATE),
-                jit_compile=model.jit_compile,
-                steps_per_execution=config.train.steps_per_execution,
-            )
+            compile_for_run(model, config, keras.optimizers.Adam(LEARNING_RATE))
         pipeline = per_example_pipeline if "per_example_pipeline" in variants else make_pipeline
         log = StepLog()
         model.fit(pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0,

@@ -108,15 +108,22 @@ def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
             class_names=dataset.class_names,
             seed=config.train.seed,
         )
-    model.compile(
-        optimizer=FusedAdam(config.train.learning_rate),
-        jit_compile=resolve_jit_compile(
-            config.train.jit_compile, config.model.arch, tf.distribute.get_strategy().num_replicas_in_sync,
-            config.train.mixed_precision,
-        ),
-        steps_per_execution=config.train.steps_per_execution,
-    )
+    compile_for_run(model, config, FusedAdam(config.train.learning_rate))
     return model
+
+
+def compile_for_run(model: VariationalModel, config: RunConfig, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compile `model` with `optimizer` and the run's speed settings: XLA where
+    `resolve_jit_compile` chooses it for the current strategy's replicas, and the steps per
+    compiled call."""
+    tc = config.train
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=resolve_jit_compile(
+            tc.jit_compile, config.model.arch, tf.distribute.get_strategy().num_replicas_in_sync, tc.mixed_precision
+        ),
+        steps_per_execution=tc.steps_per_execution,
+    )
 
 
 def load_checkpoint(path: str | Path) -> VariationalModel:
@@ -158,13 +165,7 @@ def _train(
             initial_epoch, path = checkpoints[-1]
             model = load_checkpoint(path)
             # What the checkpoint's compile config holds is replaced by this run's speed settings.
-            model.compile(
-                optimizer=model.optimizer,
-                jit_compile=resolve_jit_compile(
-                    tc.jit_compile, config.model.arch, strategy.num_replicas_in_sync, tc.mixed_precision
-                ),
-                steps_per_execution=tc.steps_per_execution,
-            )
+            compile_for_run(model, config, model.optimizer)
             history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]
             print(f"Resuming from {path} (epoch {initial_epoch} of {tc.epochs})", flush=True)
         else:
