@@ -171,6 +171,18 @@ class KLWarmup(keras.callbacks.Callback):
         self.model.kl_weight.assign(min(1.0, (epoch + 1) / self.epochs))
 
 
+class PipelineEpoch(keras.callbacks.Callback):
+    """Sets the training pipeline's epoch variable as each epoch begins (see `make_pipeline`):
+    Keras makes the epoch's iterator after this hook, so the shuffle order is the epoch's own."""
+
+    def __init__(self, epoch) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.assign(epoch)
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Aborts training at the first batch whose loss is NaN or infinite, naming epoch and batch.
 

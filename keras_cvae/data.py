@@ -291,6 +291,7 @@ def make_pipeline(
     shuffle: bool,
     seed: int = 0,
     prefetch: int = 2,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Batches of (uint8 images, int32 labels) from uint8 arrays held in memory.
 
@@ -302,6 +303,10 @@ def make_pipeline(
     element at a time and casting each batch here cost the step about 8% of its throughput.
     Autotuning is off and prefetch is fixed: on 2 cores tf.data's autotuner stalls at the end
     of every epoch.
+
+    With `epoch` (an int64 variable that `callbacks.PipelineEpoch` sets as each epoch begins),
+    an epoch's order depends only on `seed` and the epoch number, so a resumed run sees the
+    same data as an uninterrupted one. Without it, each new iterator draws the next order.
     """
     import tensorflow as tf
 
@@ -310,9 +315,9 @@ def make_pipeline(
     count = len(images)
     full = count // batch_size * batch_size
 
-    def epoch(order_seed: tf.Tensor) -> tf.data.Dataset:
+    def one_epoch(order_seed: tf.Tensor) -> tf.data.Dataset:
         if shuffle:
-            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([order_seed, 0]))
+            order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=order_seed)
             epoch_images, epoch_labels = tf.gather(all_images, order), tf.gather(all_labels, order)
         else:
             epoch_images, epoch_labels = all_images, all_labels
@@ -325,12 +330,17 @@ def make_pipeline(
             batches = batches.concatenate(rest)
         return batches
 
-    # One seed per epoch: a new iterator (Keras makes one per epoch) draws the next one.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    # One seed per epoch, read when Keras makes the epoch's iterator.
+    if epoch is not None:
+        seeds = tf.data.Dataset.from_tensors(tf.constant(seed, tf.int64)).map(
+            lambda base: tf.stack([base, epoch.read_value()]))
+    else:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).map(
+            lambda drawn: tf.stack([drawn, tf.constant(0, tf.int64)]))
     # `rebatch` (batches already this size pass whole) marks the batch dimension, so that
     # tf.distribute splits each global batch across replicas; the cardinality gives Keras's
     # progress bar its total.
-    dataset = seeds.flat_map(epoch).rebatch(batch_size)
+    dataset = seeds.flat_map(one_epoch).rebatch(batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -22,6 +22,7 @@ from keras_cvae.callbacks import (
     EpochCheckpoint,
     HistoryWriter,
     KLWarmup,
+    PipelineEpoch,
     SampleGrid,
     StopOnNonFiniteLoss,
     list_checkpoints,
@@ -152,7 +153,8 @@ def _train(
     (x_train, y_train), (x_val, y_val) = limit_and_split(
         dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction
     )
-    train_data = make_pipeline(x_train, y_train, tc.batch_size, shuffle=True, seed=tc.seed)
+    pipeline_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")
+    train_data = make_pipeline(x_train, y_train, tc.batch_size, shuffle=True, seed=tc.seed, epoch=pipeline_epoch)
     val_data = make_pipeline(x_val, y_val, tc.batch_size, shuffle=False)
 
     chief = is_chief()
@@ -174,7 +176,7 @@ def _train(
             model = build_model(config, dataset)
             model.optimizer.build(model.trainable_variables)  # so a backup can restore its state
 
-    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
+    callbacks: list[keras.callbacks.Callback] = [PipelineEpoch(pipeline_epoch), StopOnNonFiniteLoss()]
     if backup is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
     if tc.kl_warmup:

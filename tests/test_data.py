@@ -166,3 +166,22 @@ def test_pipeline_batches_uint8_images_and_reshuffles_every_epoch():
     assert tuple(np.concatenate([b[1].numpy() for b in again])) == orders[0]  # same seed, same orders
     fixed = data.make_pipeline(images, labels, batch_size=4, shuffle=False)
     assert np.concatenate([b[1].numpy() for b in fixed]).tolist() == list(range(10))
+
+
+def test_pipeline_order_depends_only_on_the_seed_and_the_epoch_number():
+    """What a resumed run relies on: epoch e's order is the same whichever epoch came before."""
+    import tensorflow as tf
+
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    labels = np.arange(10)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    pipeline = data.make_pipeline(images, labels, batch_size=10, shuffle=True, seed=3, epoch=epoch)
+
+    def order_at(number: int) -> list[int]:
+        epoch.assign(number)
+        return [int(v) for _, batch in pipeline for v in batch.numpy()]
+
+    orders = {number: order_at(number) for number in (0, 1, 2)}
+    assert len({tuple(o) for o in orders.values()}) == 3  # every epoch its own order
+    assert order_at(2) == orders[2] and order_at(0) == orders[0]  # and the same one again
+    assert sorted(orders[1]) == list(range(10))

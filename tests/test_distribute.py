@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, project_lines, run_cli
@@ -30,11 +31,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from keras_cvae.model import CVAE, VariationalModel
     from keras_cvae.optimizers import FusedAdam
 
-    # Replicas draw their own noise, so the comparison fixes ε = 0.5: it tests how gradients and
-    # metrics are reduced, which is what the strategy changes.
+    # Replicas draw their own noise (test_replicas_draw_independent_noise checks that, unstubbed),
+    # so this comparison with one device fixes ε = 0.5: it tests how gradients and metrics are
+    # reduced, which is what the strategy changes.
     VariationalModel.sample = lambda self, posterior, num_samples=None: posterior.mean() + 0.5 * posterior.stddev()
     rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (256, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 256)
+    # 257 images in batches of 64: the last global batch holds one image, so one replica gets none.
+    images, labels = rng.integers(0, 256, (257, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 257)
 
     def train(strategy, weights=None):
         with strategy.scope():
@@ -43,7 +46,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         if weights is not None:
             model.set_weights(weights)
         start = model.get_weights()
-        model.fit(make_pipeline(images, labels, 64, shuffle=False), epochs=2, verbose=0)  # 8 steps
+        model.fit(make_pipeline(images, labels, 64, shuffle=False), epochs=2, verbose=0)  # 10 steps
         return start, model.get_weights(), {k: float(v) for k, v in model.get_metrics_result().items()}
 
     start, one, one_metrics = train(tf.distribute.get_strategy())
@@ -70,6 +73,50 @@ def test_mirrored_two_cpus_equals_one_device_on_the_global_batch(tmp_path):
     assert result["equal"], result["worst_rel"]
     for name in ("loss", "kl_loss", "elbo"):
         assert result["two"][name] == pytest.approx(result["one"][name], rel=1e-5)
+
+
+NOISE_SCRIPT = textwrap.dedent("""
+    import json
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import numpy as np, tensorflow_probability as tfp
+    from keras_cvae.data import make_pipeline
+    from keras_cvae.distribute import make_strategy
+    from keras_cvae.model import CVAE
+    from keras_cvae.optimizers import FusedAdam
+
+    strategy = make_strategy("mirrored")
+    with strategy.scope():
+        model = CVAE(latent_dim=4, hidden_units=(32,), seed=0)
+        model.compile(optimizer=FusedAdam(1e-3), jit_compile=False)
+    unit = tfp.distributions.MultivariateNormalDiag(tf.zeros([3, 4]), tf.ones([3, 4]))
+    draws = strategy.experimental_local_results(strategy.run(tf.function(lambda: model.sample(unit))))
+    rng = np.random.default_rng(0)
+    # 65 images in batches of 64: the last global batch has one image, and one replica none.
+    images, labels = rng.integers(0, 256, (65, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 65)
+    history = model.fit(make_pipeline(images, labels, 64, shuffle=True), epochs=2, verbose=0).history
+    evaluated = model.evaluate(make_pipeline(images, labels, 64, shuffle=False), verbose=0, return_dict=True)
+    print(json.dumps({"draws": [np.asarray(d).tolist() for d in draws], "history": history,
+                      "evaluated": evaluated}))
+""")
+
+
+def test_replicas_draw_independent_noise_and_an_empty_replica_adds_nothing(tmp_path):
+    """Regression (defects 5a, 5b): every replica drew the same ε, and a replica with an empty
+    share of the last batch made the metrics NaN and stopped training. Nothing is stubbed."""
+    script = tmp_path / "noise.py"
+    script.write_text(NOISE_SCRIPT)
+    done = run_cli(str(script), timeout=300)
+    assert done.returncode == 0, project_lines(done.stderr)[-5:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    first, second = (np.array(d) for d in result["draws"])
+    assert first.shape == second.shape == (3, 4)
+    assert not np.allclose(first, second)  # each replica its own noise
+    for name in ("loss", "reconstruction_loss", "kl_loss", "elbo"):
+        assert all(np.isfinite(result["history"][name])), result["history"]
+        assert np.isfinite(result["evaluated"][name])
+    assert result["evaluated"]["elbo"] < 0
 
 
 # ------------------------------------------------------------------------------------------

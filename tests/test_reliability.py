@@ -133,8 +133,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, fashion
 
     real_pipeline = training.make_pipeline
 
-    def poisoned(images, labels, batch_size, shuffle, seed=0):
-        dataset = real_pipeline(images, labels, batch_size, shuffle, seed)
+    def poisoned(images, labels, batch_size, shuffle, **options):
+        dataset = real_pipeline(images, labels, batch_size, shuffle, **options)
         if not shuffle:
             return dataset  # validation stays clean
         return dataset.enumerate().map(

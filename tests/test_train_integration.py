@@ -52,19 +52,26 @@ def test_three_epochs_improve_and_write_every_file(tmp_path, fashion_dir):
     assert (tmp_path / "export" / "2" / "saved_model.pb").is_file()
 
 
-def test_resume_continues_to_the_total_epoch_count(tmp_path, fashion_dir):
-    run_dir = tmp_path / "run"
-    common = ["train.py", "--dataset", "fashion_mnist", "--limit", "2000", "--run-dir", str(run_dir)]
-    first = run_cli(*common, "--epochs", "2")
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, fashion_dir):
+    """Regression (defect 7): after --resume the data order and the noise restarted, so the
+    history drifted from the uninterrupted run's. Now 2 epochs + --resume to 4 = 4 epochs straight."""
+    run_dir, straight_dir = tmp_path / "run", tmp_path / "straight"
+    common = ["train.py", "--dataset", "fashion_mnist", "--limit", "2000", "--hidden-units", "64"]
+    first = run_cli(*common, "--run-dir", str(run_dir), "--epochs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     _, before = history(run_dir)
-    second = run_cli(*common, "--epochs", "3", "--resume")
+    second = run_cli(*common, "--run-dir", str(run_dir), "--epochs", "4", "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Resuming from" in second.stdout
     _, after = history(run_dir)
-    assert [r["epoch"] for r in after] == [1, 2, 3]
+    assert [r["epoch"] for r in after] == [1, 2, 3, 4]
     assert after[:2] == before  # the first two rows are kept as they were
-    assert (run_dir / "samples" / "epoch_003.png").is_file()
+    assert (run_dir / "samples" / "epoch_004.png").is_file()
+    straight = run_cli(*common, "--run-dir", str(straight_dir), "--epochs", "4")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    _, uninterrupted = history(straight_dir)
+    for resumed_row, straight_row in zip(after, uninterrupted, strict=True):
+        assert resumed_row == pytest.approx(straight_row, rel=1e-5), resumed_row["epoch"]
 
 
 def test_mnist_from_a_folder_of_idx_files(tmp_path):
