@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path = args.model
         if model_path is None:
             from keras_cvae.export import export_saved_model
-            from keras_cvae.model import CVAE
+            from keras_cvae.models.cvae import CVAE
 
             model_path = str(export_saved_model(CVAE(arch=args.arch), tmp))
         serve = tf.saved_model.load(model_path).signatures["serving_default"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_cvae.atomic import atomic_path, atomic_write_text
 from keras_cvae.errors import NonFiniteLossError
-from keras_cvae.files import atomic_path, atomic_write_text
-from keras_cvae.model import METRIC_NAMES
+from keras_cvae.models.base import METRIC_NAMES
 from keras_cvae.plotting import completion_figure, elbo_curve_figure, sample_grid_figure, save_figure, tile
 
 HISTORY_COLUMNS = ("epoch", *METRIC_NAMES, *(f"val_{name}" for name in METRIC_NAMES))

@@ -23,8 +23,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_cvae.atomic import atomic_path, atomic_write_text
 from keras_cvae.data import LoadedDataset
-from keras_cvae.files import atomic_path, atomic_write_text
 
 CACHE_ENV = "KERAS_CVAE_CACHE"
 CLASSIFIER_EPOCHS = 10

@@ -418,7 +418,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             flush=True,
         )
     if len(results) == 2:
-        from keras_cvae.files import atomic_write_text
+        from keras_cvae.atomic import atomic_write_text
 
         table = comparison_table(results)
         print(table)

@@ -170,7 +170,7 @@ class RunConfig:
         return cls(**parts)
 
     def save(self, path: str | Path) -> None:
-        from keras_cvae.files import atomic_write_text
+        from keras_cvae.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -24,20 +24,20 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_cvae.atomic import atomic_write_text
 from keras_cvae.callbacks import read_history
 from keras_cvae.classifier import ReferenceClassifier
 from keras_cvae.data import DataError, LoadedDataset
-from keras_cvae.files import atomic_write_text
 from keras_cvae.inference import SavedModelGenerator, resolve_version_dir, restyle
-from keras_cvae.model import CVAE, gaussian_posterior, standard_normal_prior
-from keras_cvae.optimizers import FusedAdam  # noqa: F401 - registered: run dirs' model.keras files name it
+from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
+from keras_cvae.models.completion import StructuredCVAE
+from keras_cvae.models.cvae import CVAE
 from keras_cvae.plotting import (
     elbo_curve_figure,
     latent_scatter_figure,
     sample_grid_figure,
     save_figure,
 )
-from keras_cvae.structured_cvae import StructuredCVAE
 
 METRIC_KEYS = (
     "test_elbo", "test_reconstruction", "test_kl", "test_nll_iw", "iw_samples", "conditional_accuracy",

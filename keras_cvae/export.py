@@ -24,10 +24,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_cvae.files import atomic_directory
+from keras_cvae.atomic import atomic_directory
 from keras_cvae.inference import CLASS_NAMES_ASSET, CONFIG_ASSET
-from keras_cvae.model import CVAE, VariationalModel
-from keras_cvae.structured_cvae import StructuredCVAE
+from keras_cvae.models.base import VariationalModel
+from keras_cvae.models.completion import StructuredCVAE
+from keras_cvae.models.cvae import CVAE
 
 SIGNATURES = ("serving_default", "decode", "encode", "reconstruct", "log_likelihood")
 COMPLETION_SIGNATURES = ("serving_default", "complete")

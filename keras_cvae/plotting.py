@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_cvae.files import atomic_path  # noqa: E402
+from keras_cvae.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: str | Path) -> Path:

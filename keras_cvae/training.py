@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_cvae.atomic import atomic_path
 from keras_cvae.callbacks import (
     CompletionGrid,
     EpochCheckpoint,
@@ -31,10 +32,10 @@ from keras_cvae.callbacks import (
 from keras_cvae.config import ConfigError, RunConfig
 from keras_cvae.data import LoadedDataset, limit_and_split, make_pipeline
 from keras_cvae.distribute import backup_dir, has_backup, is_chief, make_strategy
-from keras_cvae.files import atomic_path
-from keras_cvae.model import CVAE, VariationalModel, global_dtype_policy
-from keras_cvae.optimizers import FusedAdam
-from keras_cvae.structured_cvae import StructuredCVAE
+from keras_cvae.models.base import VariationalModel, global_dtype_policy
+from keras_cvae.models.completion import StructuredCVAE
+from keras_cvae.models.cvae import CVAE
+from keras_cvae.models.optimizers import FusedAdam
 
 
 @dataclass

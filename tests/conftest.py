@@ -85,3 +85,23 @@ def project_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's and absl's own import-time log lines."""
     noise = ("WARNING: All log messages before absl", "I0000", "W0000", "E0000")
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+def assert_keras_round_trip(model, x, y, path: Path, same_outputs) -> None:
+    """The one save/load round trip for every model class: trained a little with FusedAdam (what
+    train.py compiles with), saved, loaded in safe mode; config, optimizer state and
+    `same_outputs(loaded, model)` must all come back."""
+    import keras
+
+    from keras_cvae.models.optimizers import FusedAdam
+
+    model.compile(optimizer=FusedAdam(1e-3))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    assert type(loaded.optimizer) is FusedAdam
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    same_outputs(loaded, model)

@@ -28,8 +28,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import keras, numpy as np
     from keras_cvae.data import make_pipeline
     from keras_cvae.distribute import make_strategy
-    from keras_cvae.model import CVAE, VariationalModel
-    from keras_cvae.optimizers import FusedAdam
+    from keras_cvae.models.cvae import CVAE
+    from keras_cvae.models.base import VariationalModel
+    from keras_cvae.models.optimizers import FusedAdam
 
     # Replicas draw their own noise (test_replicas_draw_independent_noise checks that, unstubbed),
     # so this comparison with one device fixes ε = 0.5: it tests how gradients and metrics are
@@ -83,8 +84,8 @@ NOISE_SCRIPT = textwrap.dedent("""
     import numpy as np, tensorflow_probability as tfp
     from keras_cvae.data import make_pipeline
     from keras_cvae.distribute import make_strategy
-    from keras_cvae.model import CVAE
-    from keras_cvae.optimizers import FusedAdam
+    from keras_cvae.models.cvae import CVAE
+    from keras_cvae.models.optimizers import FusedAdam
 
     strategy = make_strategy("mirrored")
     with strategy.scope():

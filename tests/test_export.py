@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, project_lines, run_cli, write_idx_folder
 from keras_cvae import export as export_module
 from keras_cvae.export import SIGNATURES, export_saved_model, next_version
 from keras_cvae.inference import load_generator, restyle
-from keras_cvae.model import CVAE
+from keras_cvae.models.cvae import CVAE
 
 
 @pytest.fixture(scope="module")

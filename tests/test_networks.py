@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cvae.networks import build_decoder, build_encoder
+from keras_cvae.models.networks import build_decoder, build_encoder
 
 IMAGE_SHAPE = (28, 28, 1)
 

@@ -5,15 +5,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_cvae.optimizers import FusedAdam
+from keras_cvae.models.optimizers import FusedAdam
 
 
-def run_updates(optimizer: keras.optimizers.Optimizer, steps: int = 5) -> list[np.ndarray]:
+def run_updates(optimizer: keras.optimizers.Optimizer, steps: int = 5, jit_compile: bool | None = None,
+                weights: list | None = None, first_step: int = 0) -> list[np.ndarray]:
+    """Apply `steps` fixed pseudo-random gradients (eagerly, or in a tf.function compiled with
+    XLA or not); gradient i is the same whichever run applies it."""
     rng = np.random.default_rng(0)
-    weights = [keras.Variable(rng.normal(size=shape).astype("float32")) for shape in [(7, 3), (3,)]]
-    for _ in range(steps):
-        grads = [tf.constant(rng.normal(size=w.shape).astype("float32")) for w in weights]
-        optimizer.apply(grads, weights)
+    weights = weights or [keras.Variable(rng.normal(size=shape).astype("float32")) for shape in [(7, 3), (3,)]]
+    grads = [[tf.constant(np.random.default_rng(100 + i).normal(size=w.shape).astype("float32")) for w in weights]
+             for i in range(first_step, first_step + steps)]
+    if jit_compile is None:
+        apply = optimizer.apply
+    else:
+        if not optimizer.built:
+            optimizer.build(weights)  # its slots are variables: made outside the traced function
+        compiled = tf.function(lambda g: optimizer.apply(g, weights), jit_compile=jit_compile)
+        apply = lambda g, _: compiled(g)  # noqa: E731  (the variables stay captured, not arguments)
+    for step_grads in grads:
+        apply(step_grads, weights)
     return [w.numpy() for w in weights]
 
 
@@ -46,3 +57,40 @@ def test_fused_adam_config_round_trip():
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, FusedAdam)
     assert restored.get_config() == optimizer.get_config()
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_fused_adam_matches_keras_adam_when_compiled(jit_compile):
+    """XLA is the default for the MLP on one CPU, so the fused kernel must agree under it too."""
+    expected = run_updates(keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+    got = run_updates(FusedAdam(1e-2), jit_compile=jit_compile)
+    start = run_updates(keras.optimizers.Adam(1e-2), steps=0)
+    for e, g, s in zip(expected, got, start):
+        assert not np.allclose(e, s)
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adam_continues_from_a_restored_state_as_if_never_stopped(tmp_path):
+    """3 steps, save the model with its optimizer, load it, 2 more steps = 5 steps straight."""
+    def model_and_weights():
+        inputs = keras.Input((7,))
+        model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(inputs))
+        model.compile(optimizer=FusedAdam(1e-2))
+        model.optimizer.build(model.trainable_variables)
+        model.set_weights([w + 0.5 for w in model.get_weights()])
+        return model, model.trainable_variables
+
+    straight, weights = model_and_weights()
+    start = [w.numpy() for w in weights]
+    expected = run_updates(straight.optimizer, steps=5, weights=weights)
+
+    interrupted, weights = model_and_weights()
+    for w, s in zip(weights, start):
+        w.assign(s)
+    run_updates(interrupted.optimizer, steps=3, weights=weights)
+    interrupted.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert isinstance(restored.optimizer, FusedAdam) and int(restored.optimizer.iterations) == 3
+    got = run_updates(restored.optimizer, steps=2, weights=restored.trainable_variables, first_step=3)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-7)

@@ -77,7 +77,7 @@ def test_model_path_that_is_not_a_model(tmp_path):
 @pytest.mark.slow
 def test_images_of_the_wrong_size_for_a_loaded_model(tmp_path, idx_dir):
     from keras_cvae.export import export_saved_model
-    from keras_cvae.model import CVAE
+    from keras_cvae.models.cvae import CVAE
 
     export_saved_model(CVAE(image_shape=(16, 16, 1), latent_dim=2, hidden_units=(8,)), tmp_path / "export")
     result = run_cli(
@@ -180,7 +180,7 @@ def test_idx_parser_on_every_truncation(cut):
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory):
     from keras_cvae.export import export_saved_model
-    from keras_cvae.model import CVAE
+    from keras_cvae.models.cvae import CVAE
 
     path = export_saved_model(CVAE(latent_dim=2, hidden_units=(8,)), tmp_path_factory.mktemp("export"))
     return tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -206,7 +206,7 @@ def test_serving_labels_are_checked_in_the_graph(serving, labels):
 def test_no_pickle_eval_exec_or_unsafe_loading_in_the_package():
     pattern = re.compile(r"\b(pickle|eval|exec)\s*\(|import pickle|safe_mode\s*=\s*False|allow_pickle\s*=\s*True")
     offenders = [
-        f"{path.name}:{n}" for path in (REPO_ROOT / "keras_cvae").glob("*.py")
+        f"{path.name}:{n}" for path in (REPO_ROOT / "keras_cvae").rglob("*.py")
         for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)
     ]
     assert offenders == []

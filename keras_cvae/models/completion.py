@@ -26,8 +26,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.config import OBJECTIVES
-from keras_cvae.model import VariationalModel, bernoulli_log_prob, bounded_log_var, gaussian_posterior
-from keras_cvae.networks import build_baseline, build_decoder, build_encoder
+from keras_cvae.models.base import VariationalModel, bernoulli_log_prob, bounded_log_var, gaussian_posterior
+from keras_cvae.models.networks import build_baseline, build_decoder, build_encoder
 from keras_cvae.quadrants import masked_input, visible_mask
 
 tfd = tfp.distributions
