@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| batch | median ms/call | images/s |\n|---:|---:|---:|")
     for row in rows:
         print(f"| {row['batch_size']} | {row['median_ms']:.2f} | {row['images_per_s']:,.0f} |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    from keras_cvae.atomic import atomic_write_text
+
+    atomic_write_text(args.output, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0
 

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from keras_cvae.atomic import atomic_write_text
     from keras_cvae.callbacks import completion_columns
     from keras_cvae.config import RunConfig
     from keras_cvae.data import load_dataset
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "quadrants.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(output / "quadrants.json", json.dumps(results, indent=2) + "\n")
     table = markdown(results, args, (time.perf_counter() - start) / 60)
-    (output / "quadrants.md").write_text(table)
+    atomic_write_text(output / "quadrants.md", table)
     inputs, baseline, samples = (np.concatenate(parts) for parts in zip(*panels))
     truth = np.concatenate([examples] * len(counts))
     title = "rows: " + ", ".join(f"{c} visible quadrant(s)" for c in counts)

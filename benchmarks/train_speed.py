@@ -468,6 +468,15 @@ def markdown_table(results: dict[str, dict], summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(output: Path, summary: dict, table: str) -> None:
+    """train_speed.json and .md, each written beside its place and renamed: an interrupted or
+    failed write leaves the previous results whole."""
+    from keras_cvae.atomic import atomic_write_text
+
+    atomic_write_text(output / "train_speed.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(output / "train_speed.md", table)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -500,13 +509,10 @@ def main(argv: list[str] | None = None) -> int:
         names += list(ABLATIONS)
     results = {name: r for name in names if (r := run_worker(name, args)) is not None}
     summary = summarise(results, args, notes)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "train_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = markdown_table(results, summary)
-    (output / "train_speed.md").write_text(table)
+    write_results(Path(args.output), summary, table)
     print("\n" + table)
-    print(f"wrote {output / 'train_speed.json'} and {output / 'train_speed.md'}")
+    print(f"wrote {Path(args.output) / 'train_speed.json'} and {Path(args.output) / 'train_speed.md'}")
     return 0 if len(results) == len(names) else 1
 
 

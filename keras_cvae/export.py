@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_cvae.atomic import atomic_directory
+from keras_cvae.atomic import atomic_directory, publish_numbered_directory
 from keras_cvae.inference import CLASS_NAMES_ASSET, CONFIG_ASSET
 from keras_cvae.models.base import VariationalModel
 from keras_cvae.models.completion import StructuredCVAE
@@ -134,26 +134,31 @@ def build_completion_archive(model: StructuredCVAE) -> keras.export.ExportArchiv
 def export_saved_model(
     model: VariationalModel, export_root: str | Path, version: int | None = None, dataset: str | None = None
 ) -> Path:
-    """Write `model` as `<export_root>/<version>/` (the next free integer unless given), atomically.
+    """Write `model` as `<export_root>/<version>/`, atomically, and return the version dir.
 
     The SavedModel is written into a hidden directory beside the version dir and renamed into
     place only when complete, so TF Serving never sees, and an interruption never leaves, a
-    partial version. `assets/` carries the model's config (and `dataset`) and the class names.
-    Returns the version dir.
+    partial version. Without `version` it takes the next free number at the moment of the
+    rename, so concurrent exports to one root each get their own. `assets/` carries the
+    model's config (and `dataset`) and the class names.
     """
     root = Path(export_root)
-    version = next_version(root) if version is None else int(version)
-    target = root / str(version)
-    if target.exists():
-        raise FileExistsError(f"export version {target} already exists; pick another --version")
     model = model.float32_copy()  # a mixed-precision model is served in float32
     archive = build_completion_archive(model) if isinstance(model, StructuredCVAE) else build_archive(model)
-    with atomic_directory(target) as tmp:
-        archive.write_out(str(tmp), verbose=False)
-        assets = tmp / "assets"
+
+    def write(directory: Path) -> None:
+        archive.write_out(str(directory), verbose=False)
+        assets = directory / "assets"
         assets.mkdir(exist_ok=True)
         config = {"model": model.get_config(), "dataset": dataset}
         (assets / CONFIG_ASSET).write_text(json.dumps(config, indent=2) + "\n")
         (assets / CLASS_NAMES_ASSET).write_text("\n".join(model.class_names) + "\n")
-    return target
 
+    if version is None:
+        return publish_numbered_directory(root, write, first=next_version(root))
+    target = root / str(int(version))
+    if target.exists():
+        raise FileExistsError(f"export version {target} already exists; pick another --version")
+    with atomic_directory(target) as tmp:
+        write(tmp)
+    return target

@@ -59,3 +59,12 @@ def test_ratios_from_epochs_and_from_steps(train_speed):
     table = train_speed.markdown_table(results, summary)
     assert "| kerasio_conv | 1,500 | 1.00, 1.00 | 44.0 | 19.00 | 250.00 | 900 |" in table
     assert "conv_speed_ratio (keras_cvae_conv / kerasio_conv): **2.0** (median steps alone: 1.1)" in table
+
+
+def test_results_are_written_atomically(train_speed, tmp_path):
+    """Regression (defect 9): a failed write must leave the previous results whole."""
+    train_speed.write_results(tmp_path, {"mlp_speed_ratio": 1.5}, "| table |\n")
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    with pytest.raises(TypeError):
+        train_speed.write_results(tmp_path, {"bad": object()}, "| new table |\n")  # not JSON-serialisable
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before

@@ -4,6 +4,8 @@ versioning, atomicity, and the inference wrapper and CLI around it."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -149,6 +151,32 @@ def test_second_export_is_version_2_and_leaves_1_untouched(model, tmp_path):
     assert _digest(first) == before
     with pytest.raises(FileExistsError, match="already exists"):
         export_saved_model(model, tmp_path, version=1)
+
+
+def test_concurrent_exports_to_one_root_take_the_next_free_version(model, tmp_path, monkeypatch):
+    """Regression (defect 8): two exports that both computed version 1 collided, and the loser
+    got a raw OSError after doing all the work. The second one now lands as version 2."""
+    first = export_saved_model(model, tmp_path)
+    before = _digest(first)
+    monkeypatch.setattr(export_module, "next_version", lambda root: 1)  # computed before 1 appeared
+    second = export_module.export_saved_model(model, tmp_path)
+    assert (first.name, second.name) == ("1", "2")
+    assert _digest(first) == before
+    assert (second / "saved_model.pb").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # no staging dir left behind
+
+
+def test_export_is_readable_by_other_users(model, tmp_path):
+    """Regression (defect 6): version dirs were 0700 (mkdtemp), so a TF Serving process running
+    as another user could not read them. With umask 022 they are 0755 and files 0644."""
+    old = os.umask(0o022)
+    try:
+        version = export_saved_model(model, tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(version.stat().st_mode) == 0o755
+    for path in version.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
 
 
 def test_interrupted_export_leaves_no_partial_version(model, tmp_path, monkeypatch):
