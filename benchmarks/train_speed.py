@@ -80,9 +80,13 @@ class StepLog:
     one before (or the epoch's start), so iterator set-up and input-pipeline stalls land in the
     run they delay; the median time per step is the step's own speed, apart from those pauses."""
 
-    def __init__(self) -> None:
+    def __init__(self, launched_at: float | None = None) -> None:
         self.epoch_seconds: list[float] = []
         self.runs: list[list[tuple[int, float]]] = []  # per epoch: (steps, seconds) of each run
+        # Seconds from the process's launch (Python, imports, data, build and compilation
+        # included) to the end of each epoch: the whole-run wall time of a run of that length.
+        self.launched_at = launched_at
+        self.wall_at_epoch_end: list[float] = []
 
     def begin_epoch(self) -> None:
         self._epoch_start = self._last = time.perf_counter()
@@ -95,6 +99,8 @@ class StepLog:
 
     def end_epoch(self) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+        if self.launched_at is not None:
+            self.wall_at_epoch_end.append(time.time() - self.launched_at)
 
     def steady(self) -> dict:
         """Over the epochs after the first (the first traces and compiles): the median seconds
@@ -125,7 +131,8 @@ def step_log_callback(log: StepLog):
     return StepLogCallback()
 
 
-def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_precision: bool) -> tuple[StepLog, float]:
+def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_precision: bool,
+                   log: StepLog) -> tuple[StepLog, float]:
     import keras
 
     from keras_cvae.config import RunConfig
@@ -152,7 +159,6 @@ def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_pre
         if "keras_adam" in variants:
             compile_for_run(model, config, keras.optimizers.Adam(LEARNING_RATE))
         pipeline = per_example_pipeline if "per_example_pipeline" in variants else make_pipeline
-        log = StepLog()
         model.fit(pipeline(x_train, y_train, BATCH_SIZE, shuffle=True), epochs=epochs, verbose=0,
                   callbacks=[step_log_callback(log)])
         metrics = model.evaluate(make_pipeline(x_test, y_test, 1000, shuffle=False), verbose=0, return_dict=True)
@@ -188,7 +194,7 @@ def per_example_pipeline(images, labels, batch_size: int, shuffle: bool):
     return dataset.prefetch(2).with_options(options)
 
 
-def run_torch_mlp(arrays, epochs: int) -> tuple[StepLog, float]:
+def run_torch_mlp(arrays, epochs: int, log: StepLog) -> tuple[StepLog, float]:
     """The pytorch/examples VAE (examples/vae/main.py), with the one-hot label joined to x and z."""
     import numpy as np
     import torch
@@ -240,7 +246,6 @@ def run_torch_mlp(arrays, epochs: int) -> tuple[StepLog, float]:
         torch.utils.data.TensorDataset(*tensors(x_test, y_test)), batch_size=1000, shuffle=False)
     model = VAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    log = StepLog()
     for _ in range(epochs):
         log.begin_epoch()
         model.train()
@@ -261,7 +266,7 @@ def run_torch_mlp(arrays, epochs: int) -> tuple[StepLog, float]:
     return log, total / len(x_test)
 
 
-def run_kerasio_conv(arrays, epochs: int) -> tuple[StepLog, float]:
+def run_kerasio_conv(arrays, epochs: int, log: StepLog) -> tuple[StepLog, float]:
     """keras-io's "Variational AutoEncoder" (Keras 3), with the label tiled into the encoder's input
     and joined to z, at the size of keras_cvae's conv model above."""
     import keras
@@ -350,7 +355,6 @@ def run_kerasio_conv(arrays, epochs: int) -> tuple[StepLog, float]:
 
     vae = VAE(encoder, decoder)
     vae.compile(optimizer=keras.optimizers.Adam())
-    log = StepLog()
     vae.fit(*inputs(x_train, y_train), epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
             callbacks=[step_log_callback(log)])
     images, labels = (ops.convert_to_tensor(a) for a in inputs(x_test, y_test))
@@ -362,17 +366,19 @@ def run_kerasio_conv(arrays, epochs: int) -> tuple[StepLog, float]:
 def worker(name: str, args: argparse.Namespace) -> dict:
     arrays = load_arrays(args.dataset, args.data_dir)
     contender, _, variant = name.partition(":")
+    log = StepLog(args.launched_at)
     if contender == "torch_mlp":
-        log, neg_elbo = run_torch_mlp(arrays, args.epochs)
+        log, neg_elbo = run_torch_mlp(arrays, args.epochs, log)
     elif contender == "kerasio_conv":
-        log, neg_elbo = run_kerasio_conv(arrays, args.epochs)
+        log, neg_elbo = run_kerasio_conv(arrays, args.epochs, log)
     else:
         arch = contender.rsplit("_", 1)[1]
-        log, neg_elbo = run_keras_cvae(set(variant.split("+")), arch, arrays, args.epochs, args.mixed_precision)
+        log, neg_elbo = run_keras_cvae(set(variant.split("+")), arch, arrays, args.epochs, args.mixed_precision, log)
     steady_epochs = log.epoch_seconds[1:] or log.epoch_seconds
     return {
         "name": name,
         "seconds_per_epoch": [round(s, 3) for s in log.epoch_seconds],
+        "wall_s_at_epoch_end": [round(s, 2) for s in log.wall_at_epoch_end],
         "samples_per_s": round(len(arrays[0]) / statistics.median(steady_epochs)),
         **log.steady(),
         "test_neg_elbo": round(neg_elbo, 2),
@@ -385,7 +391,8 @@ def worker(name: str, args: argparse.Namespace) -> dict:
 
 
 def run_worker(name: str, args: argparse.Namespace) -> dict | None:
-    command = [sys.executable, __file__, "--worker", name, "--epochs", str(args.epochs), "--dataset", args.dataset]
+    command = [sys.executable, __file__, "--worker", name, "--epochs", str(args.epochs), "--dataset", args.dataset,
+               "--launched-at", repr(time.time())]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if args.mixed_precision:
@@ -396,6 +403,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict | None:
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])
             print(f"  {result['samples_per_s']} samples/s, epochs {result['seconds_per_epoch']} s, "
+                  f"whole run {result['wall_s_at_epoch_end'][-1]} s, "
                   f"{result['step_ms']} ms/step, longest pause {result['longest_pause_s']} s, "
                   f"test −ELBO {result['test_neg_elbo']}, peak RSS {result['peak_rss_mib']} MiB", flush=True)
             return result
@@ -423,47 +431,95 @@ def _has_nvidia_smi() -> bool:
     return which("nvidia-smi") is not None
 
 
-def summarise(results: dict[str, dict], args: argparse.Namespace, notes: list[str]) -> dict:
-    summary: dict = {"epochs": args.epochs, "dataset": args.dataset, "batch_size": BATCH_SIZE,
-                     "device": device_description(), "mixed_precision": args.mixed_precision,
+WALL_EPOCHS = (3, 10)  # whole-run wall times are reported at these epoch counts
+
+
+def spread(values: list[float], digits: int = 2) -> dict:
+    """Median, min and max of repeated measurements."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits)}
+
+
+def summarise(results: dict[str, list[dict]], args: argparse.Namespace, notes: list[str]) -> dict:
+    """Per contender, the median and range over repeats; per pair, the ratio of each repeat
+    (repeats are interleaved, so repeat i of two contenders ran close together) and their
+    median and range: steady state (samples/s after the first epoch), median steps alone, and
+    end to end (whole-run wall time from process start, compilation included)."""
+    summary: dict = {"epochs": args.epochs, "repeats": args.repeats, "dataset": args.dataset,
+                     "batch_size": BATCH_SIZE, "device": device_description(),
+                     "mixed_precision": args.mixed_precision,
                      "command": "python benchmarks/train_speed.py " + " ".join(args.argv), "notes": notes}
-    for name, result in results.items():
+    for name, runs in results.items():
         key = name.replace(":", "__").replace("+", "__")
-        summary[f"{key}_samples_per_s"] = result["samples_per_s"]
-        summary[f"{key}_seconds_per_epoch"] = result["seconds_per_epoch"]
-        summary[f"{key}_step_ms"] = result["step_ms"]
-        summary[f"{key}_longest_pause_s"] = result["longest_pause_s"]
-        summary[f"{key}_test_neg_elbo"] = result["test_neg_elbo"]
-        summary[f"{key}_peak_rss_mib"] = result["peak_rss_mib"]
+        speed = spread([r["samples_per_s"] for r in runs], 0)
+        summary[f"{key}_samples_per_s"] = int(speed["median"])
+        summary[f"{key}_samples_per_s_range"] = [int(speed["min"]), int(speed["max"])]
+        summary[f"{key}_seconds_per_epoch"] = [r["seconds_per_epoch"] for r in runs]
+        summary[f"{key}_step_ms"] = spread([r["step_ms"] for r in runs])["median"]
+        summary[f"{key}_longest_pause_s"] = max(r["longest_pause_s"] for r in runs)
+        summary[f"{key}_test_neg_elbo"] = spread([r["test_neg_elbo"] for r in runs])["median"]
+        summary[f"{key}_peak_rss_mib"] = int(spread([r["peak_rss_mib"] for r in runs], 0)["median"])
+        for epochs in WALL_EPOCHS:
+            walls = [r["wall_s_at_epoch_end"][epochs - 1] for r in runs if len(r["wall_s_at_epoch_end"]) >= epochs]
+            if walls:
+                summary[f"{key}_wall_s_at_epoch_{epochs}"] = spread(walls)
     for kind, (ours, theirs) in PAIRS.items():
-        if ours in results and theirs in results:
-            summary[f"{kind}_speed_ratio"] = round(results[ours]["samples_per_s"] / results[theirs]["samples_per_s"], 2)
-            # The same ratio from the median step alone: how much of it is the step, not the pauses.
-            summary[f"{kind}_step_speed_ratio"] = round(results[theirs]["step_ms"] / results[ours]["step_ms"], 2)
+        if ours not in results or theirs not in results:
+            continue
+        pairs = list(zip(results[ours], results[theirs]))
+        ratios = {
+            "speed_ratio": [a["samples_per_s"] / b["samples_per_s"] for a, b in pairs],
+            "step_speed_ratio": [b["step_ms"] / a["step_ms"] for a, b in pairs],
+        }
+        for epochs in WALL_EPOCHS:
+            if all(len(r["wall_s_at_epoch_end"]) >= epochs for pair in pairs for r in pair):
+                ratios[f"end_to_end_ratio_at_epoch_{epochs}"] = [
+                    b["wall_s_at_epoch_end"][epochs - 1] / a["wall_s_at_epoch_end"][epochs - 1] for a, b in pairs]
+        for label, values in ratios.items():
+            summary[f"{kind}_{label}"] = spread(values)["median"]
+            summary[f"{kind}_{label}_range"] = [spread(values)["min"], spread(values)["max"]]
     return summary
 
 
-def markdown_table(results: dict[str, dict], summary: dict) -> str:
+def _with_range(value, low, high, fmt: str) -> str:
+    return f"{value:{fmt}} ({low:{fmt}}–{high:{fmt}})"
+
+
+def markdown_table(results: dict[str, list[dict]], summary: dict) -> str:
+    walls = [e for e in WALL_EPOCHS if e <= summary["epochs"]]
     lines = [
-        f"# Training speed: {summary['epochs']} epochs of {summary['dataset']}, batch {BATCH_SIZE}",
+        f"# Training speed: {summary['epochs']} epochs of {summary['dataset']}, batch {BATCH_SIZE}, "
+        f"{summary['repeats']} repeats",
         "",
-        f"Device: {summary['device']}. Command: `{summary['command']}`.",
+        f"Device: {summary['device']}. Command: `{summary['command']}`. Each figure is the median over the "
+        "repeats, with the range (min–max) in brackets; the longest pause is the largest in any repeat.",
         "",
-        "| contender | samples/s | s/epoch (each) | ms/step (median) | longest pause (s) | test −ELBO (nats) "
-        "| peak RSS (MiB) |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| contender | samples/s | ms/step (median) | longest pause (s) | "
+        + "".join(f"whole run to epoch {e} (s) | " for e in walls) + "test −ELBO (nats) | peak RSS (MiB) |",
+        "|---|---:|---:|---:|" + "---:|" * len(walls) + "---:|---:|",
     ]
-    for name, r in results.items():
+    for name in results:
+        key = name.replace(":", "__").replace("+", "__")
         label = f"{name} ({LABELS[name]})" if name in LABELS else name
-        epochs = ", ".join(f"{s:.2f}" for s in r["seconds_per_epoch"])
-        lines.append(f"| {label} | {r['samples_per_s']:,} | {epochs} | {r['step_ms']:.1f} | {r['longest_pause_s']:.2f} "
-                     f"| {r['test_neg_elbo']:.2f} | {r['peak_rss_mib']} |")
+        low, high = summary[f"{key}_samples_per_s_range"]
+        cells = [label, _with_range(summary[f"{key}_samples_per_s"], low, high, ","),
+                 f"{summary[f'{key}_step_ms']:.1f}", f"{summary[f'{key}_longest_pause_s']:.2f}"]
+        for e in walls:
+            wall = summary.get(f"{key}_wall_s_at_epoch_{e}")
+            cells.append(_with_range(wall["median"], wall["min"], wall["max"], ".1f") if wall else "—")
+        cells += [f"{summary[f'{key}_test_neg_elbo']:.2f}", str(summary[f"{key}_peak_rss_mib"])]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    for kind in PAIRS:
-        if f"{kind}_speed_ratio" in summary:
-            ours, theirs = PAIRS[kind]
-            lines.append(f"- {kind}_speed_ratio ({ours} / {theirs}): **{summary[f'{kind}_speed_ratio']}** "
-                         f"(median steps alone: {summary[f'{kind}_step_speed_ratio']})")
+    for kind, (ours, theirs) in PAIRS.items():
+        if f"{kind}_speed_ratio" not in summary:
+            continue
+        parts = [f"steady state **{_with_range(summary[f'{kind}_speed_ratio'], *summary[f'{kind}_speed_ratio_range'], '.2f')}**",
+                 f"median steps alone {_with_range(summary[f'{kind}_step_speed_ratio'], *summary[f'{kind}_step_speed_ratio_range'], '.2f')}"]
+        for e in walls:
+            if f"{kind}_end_to_end_ratio_at_epoch_{e}" in summary:
+                ratio = summary[f"{kind}_end_to_end_ratio_at_epoch_{e}"]
+                parts.append(f"end to end at {e} epochs {_with_range(ratio, *summary[f'{kind}_end_to_end_ratio_at_epoch_{e}_range'], '.2f')}")
+        lines.append(f"- {kind} ({ours} / {theirs}): " + "; ".join(parts))
     lines += [f"- {note}" for note in summary["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -487,11 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true", help="also run keras_cvae with each speed-up off, and in mixed precision")
     parser.add_argument("--mixed-precision", action="store_true", help="keras_cvae contenders in mixed precision")
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each contender, interleaved (default 3)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--launched-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.argv = [a for a in argv if a != "--worker"]
-    if args.epochs < 1:
-        parser.error("--epochs must be at least 1")
+    args.argv = argv
+    if args.epochs < 1 or args.repeats < 1:
+        parser.error("--epochs and --repeats must be at least 1")
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args)), flush=True)
         return 0
@@ -507,13 +565,19 @@ def main(argv: list[str] | None = None) -> int:
         print(notes[-1], flush=True)
     if args.ablation:
         names += list(ABLATIONS)
-    results = {name: r for name in names if (r := run_worker(name, args)) is not None}
-    summary = summarise(results, args, notes)
-    table = markdown_table(results, summary)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for repeat in range(args.repeats):  # interleaved, so each repeat's contenders ran close in time
+        print(f"== repeat {repeat + 1} of {args.repeats}", flush=True)
+        for name in names:
+            if (result := run_worker(name, args)) is not None:
+                results[name].append(result)
+    complete = {name: runs for name, runs in results.items() if len(runs) == args.repeats}
+    summary = summarise(complete, args, notes)
+    table = markdown_table(complete, summary)
     write_results(Path(args.output), summary, table)
     print("\n" + table)
     print(f"wrote {Path(args.output) / 'train_speed.json'} and {Path(args.output) / 'train_speed.md'}")
-    return 0 if len(results) == len(names) else 1
+    return 0 if len(complete) == len(names) else 1
 
 
 if __name__ == "__main__":

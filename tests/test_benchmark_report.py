@@ -40,25 +40,36 @@ def test_no_pause_when_every_run_steps_at_the_median(train_speed):
     assert steady == {"step_ms": 1.0, "longest_pause_s": 0.0}
 
 
-def result(name: str, samples_per_s: int, step_ms: float, pause: float) -> dict:
-    return {"name": name, "seconds_per_epoch": [1.0, 1.0], "samples_per_s": samples_per_s, "step_ms": step_ms,
-            "longest_pause_s": pause, "test_neg_elbo": 250.0, "peak_rss_mib": 900}
+def result(name: str, samples_per_s: int, step_ms: float, pause: float, walls: list[float]) -> dict:
+    return {"name": name, "seconds_per_epoch": [1.0] * len(walls), "wall_s_at_epoch_end": walls,
+            "samples_per_s": samples_per_s, "step_ms": step_ms, "longest_pause_s": pause,
+            "test_neg_elbo": 250.0, "peak_rss_mib": 900}
 
 
-def test_ratios_from_epochs_and_from_steps(train_speed):
+def test_ratios_per_repeat_with_their_median_and_range(train_speed):
+    walls = [10.0 + e for e in range(10)]  # 13 s to epoch 3, 20 s to epoch 10
     results = {
-        "keras_cvae_conv": result("keras_cvae_conv", 3000, 40.0, 0.1),
-        "kerasio_conv": result("kerasio_conv", 1500, 44.0, 19.0),
+        "keras_cvae_conv": [result("keras_cvae_conv", 3000, 40.0, 0.1, walls),
+                            result("keras_cvae_conv", 3000, 40.0, 0.2, walls),
+                            result("keras_cvae_conv", 2000, 40.0, 0.1, walls)],
+        "kerasio_conv": [result("kerasio_conv", 1500, 44.0, 19.0, [2 * w for w in walls]),
+                         result("kerasio_conv", 1000, 44.0, 0.0, [2 * w for w in walls]),
+                         result("kerasio_conv", 1000, 44.0, 0.0, [3 * w for w in walls])],
     }
-    args = argparse.Namespace(epochs=3, dataset="fashion_mnist", mixed_precision=False, argv=["--epochs", "3"])
+    args = argparse.Namespace(epochs=10, repeats=3, dataset="fashion_mnist", mixed_precision=False,
+                              argv=["--epochs", "10"])
     summary = train_speed.summarise(results, args, notes=[])
-    assert summary["conv_speed_ratio"] == 2.0
+    assert summary["conv_speed_ratio"] == 2.0 and summary["conv_speed_ratio_range"] == [2.0, 3.0]
     assert summary["conv_step_speed_ratio"] == 1.1
-    assert summary["kerasio_conv_longest_pause_s"] == 19.0
+    assert summary["conv_end_to_end_ratio_at_epoch_3"] == 2.0
+    assert summary["conv_end_to_end_ratio_at_epoch_10_range"] == [2.0, 3.0]
+    assert summary["kerasio_conv_longest_pause_s"] == 19.0  # the largest of any repeat
+    assert summary["kerasio_conv_samples_per_s"] == 1000 and summary["kerasio_conv_samples_per_s_range"] == [1000, 1500]
+    assert summary["keras_cvae_conv_wall_s_at_epoch_10"] == {"median": 19.0, "min": 19.0, "max": 19.0}
     assert "mlp_speed_ratio" not in summary
     table = train_speed.markdown_table(results, summary)
-    assert "| kerasio_conv | 1,500 | 1.00, 1.00 | 44.0 | 19.00 | 250.00 | 900 |" in table
-    assert "conv_speed_ratio (keras_cvae_conv / kerasio_conv): **2.0** (median steps alone: 1.1)" in table
+    assert "| kerasio_conv | 1,000 (1,000–1,500) | 44.0 | 19.00 | 24.0 (24.0–36.0) | 38.0 (38.0–57.0) | 250.00 | 900 |" in table
+    assert "steady state **2.00 (2.00–3.00)**" in table and "end to end at 10 epochs 2.00 (2.00–3.00)" in table
 
 
 def test_results_are_written_atomically(train_speed, tmp_path):
