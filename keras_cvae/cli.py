@@ -209,6 +209,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     config.train.run_dir = str(run_dir)
     config.train.export = config.train.export or str(Path("saved_models") / default_name)
     config.validate()
+    config.refuse_unused({TRAIN_FLAGS[dest][1] for dest in given})
     return config, run_dir
 
 

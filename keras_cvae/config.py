@@ -26,6 +26,27 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the value and the fix."""
 
 
+# Settings that only some runs use, with the reason; a flag given for a run that does not use it
+# is refused rather than silently ignored. field → (does the run use it?, what the run is)
+KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
+
+
+def _completion(config: RunConfig) -> bool:
+    return config.data.task == "quadrants"
+
+
+CONDITIONAL_SETTINGS = {
+    "quadrants": (_completion, "--task classes"),
+    "objective": (_completion, "--task classes"),
+    "alpha": (lambda c: _completion(c) and c.model.objective == "hybrid", "anything but --model hybrid"),
+    "likelihood": (lambda c: not _completion(c), "--task quadrants (Bernoulli pixels only)"),
+    "beta": (lambda c: not _completion(c) or c.model.objective in KL_OBJECTIVES,
+             "--model baseline or gsnn (no KL term)"),
+    "kl_warmup": (lambda c: not _completion(c) or c.model.objective in KL_OBJECTIVES,
+                  "--model baseline or gsnn (no KL term)"),
+}
+
+
 @dataclass
 class DataConfig:
     """Where the data comes from and how much of it is used."""
@@ -141,6 +162,15 @@ class RunConfig:
             raise ConfigError("--task quadrants uses --arch mlp (conv is not implemented for it)")
         if self.data.task == "quadrants" and not self.model.conditional:
             raise ConfigError("--no-conditional does not apply to --task quadrants (the condition is the image part)")
+
+    def refuse_unused(self, given: set[str]) -> None:
+        """Refuse any setting in `given` (names of the fields set explicitly) that this run
+        would ignore, naming the flag and why."""
+        for name in sorted(given & set(CONDITIONAL_SETTINGS)):
+            used, unused_by = CONDITIONAL_SETTINGS[name]
+            if not used(self):
+                flag = "--model" if name == "objective" else "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} does not apply to {unused_by}; drop it")
 
     def run_name(self) -> str:
         """The default name of the run dir and export: `<dataset>-<arch>`, or for image completion

@@ -92,6 +92,7 @@ def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
             quadrants=config.data.quadrants,
             objective=m.objective,
             alpha=m.alpha,
+            beta=m.beta,
             latent_dim=m.latent_dim,
             hidden_units=m.resolved_hidden_units(),
             class_names=dataset.class_names,

@@ -42,6 +42,7 @@ class StructuredCVAE(VariationalModel):
         quadrants: int. Visible quadrants: 1, 2 or 3. Defaults to 1.
         objective: str. "baseline", "cvae", "gsnn" or "hybrid". Defaults to "cvae".
         alpha: float. Weight of the CVAE term in the hybrid objective. Defaults to 0.5.
+        beta: float. Weight of the KL term in the CVAE term (β-VAE). Defaults to 1.0.
         latent_dim: int. Size of z. Defaults to 20.
         hidden_units: sequence of ints. Dense layer sizes of every network. Defaults to (400,).
         class_names: sequence of str or None. Kept for the export's assets.
@@ -59,6 +60,7 @@ class StructuredCVAE(VariationalModel):
         quadrants: int = 1,
         objective: str = "cvae",
         alpha: float = 0.5,
+        beta: float = 1.0,
         latent_dim: int = 20,
         hidden_units: Sequence[int] = (400,),
         class_names: Sequence[str] | None = None,
@@ -74,6 +76,7 @@ class StructuredCVAE(VariationalModel):
         self.quadrants = int(quadrants)
         self.objective = objective
         self.alpha = float(alpha)
+        self.beta = float(beta)
         self.latent_dim = int(latent_dim)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.class_names = tuple(class_names or ())
@@ -97,6 +100,7 @@ class StructuredCVAE(VariationalModel):
             "quadrants": self.quadrants,
             "objective": self.objective,
             "alpha": self.alpha,
+            "beta": self.beta,
             "latent_dim": self.latent_dim,
             "hidden_units": list(self.hidden_units),
             "class_names": list(self.class_names),
@@ -159,7 +163,7 @@ class StructuredCVAE(VariationalModel):
         z = self.sample(posterior)
         reconstruction = -self.missing_log_likelihood(images, self.generation_logits(z, x, training=training))
         kl = tfd.kl_divergence(posterior, prior)
-        cvae_loss = reconstruction + self.kl_weight * kl
+        cvae_loss = reconstruction + self.beta * self.kl_weight * kl
         if self.objective == "cvae":
             objective = cvae_loss
         else:
