@@ -286,10 +286,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from keras_cvae.inference import read_export_config, resolve_version_dir
+    from keras_cvae.inference import read_class_export_config, resolve_version_dir
 
     version_dir = resolve_version_dir(args.model)
-    model_config = read_export_config(version_dir)["model"]
+    model_config = read_class_export_config(version_dir)["model"]
     num_classes, class_names = model_config["num_classes"], model_config["class_names"]
     if args.label == "all":
         labels = list(range(num_classes))
@@ -368,22 +368,25 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
 
 def _model_location(path_text: str) -> tuple[Path, str | None, Path]:
     """(model path, its dataset if recorded, default output dir) — validated without TensorFlow."""
-    import json
-
-    from keras_cvae.inference import read_export_config, resolve_version_dir
+    from keras_cvae.inference import read_class_export_config, resolve_version_dir
 
     path = Path(path_text)
     if (path / "model.keras").is_file():
-        config = path / "config.json"
-        dataset = json.loads(config.read_text()).get("data", {}).get("dataset") if config.is_file() else None
-        return path, dataset, path / "evaluation"
+        config = RunConfig.load(path / "config.json") if (path / "config.json").is_file() else None
+        if config is not None and config.data.task != "classes":
+            raise UsageError(
+                f"{path} holds an image-completion model, and evaluate.py needs a class-conditional one; "
+                f"measure completion with benchmarks/quadrants.py"
+            )
+        return path, config.data.dataset if config else None, path / "evaluation"
     try:
         version_dir = resolve_version_dir(path)
     except FileNotFoundError:
         raise UsageError(
             f"--model {path} is neither a SavedModel version dir (saved_model.pb) nor a run dir (model.keras)"
         ) from None
-    return version_dir, read_export_config(version_dir).get("dataset"), version_dir.with_name(f"{version_dir.name}-evaluation")
+    dataset = read_class_export_config(version_dir).get("dataset")
+    return version_dir, dataset, version_dir.with_name(f"{version_dir.name}-evaluation")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

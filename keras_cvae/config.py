@@ -206,10 +206,15 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """The config saved at `path`; a ConfigError naming the file if it is unreadable, not
+        JSON, or not a keras_cvae run config (unknown or ill-typed sections and keys)."""
         try:
             raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read config {path}: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must hold a JSON object")
-        return cls.from_dict(raw)
+        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+            raise ConfigError(f"config {path} is not a keras_cvae run config (expected sections of key: value)")
+        try:
+            return cls.from_dict(raw)
+        except (ConfigError, TypeError, ValueError) as err:
+            raise ConfigError(f"config {path} is not a keras_cvae run config: {err}") from err

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cvae.config import ConfigError
+
 CONFIG_ASSET = "config.json"
 CLASS_NAMES_ASSET = "class_names.txt"
 
@@ -41,7 +43,25 @@ def read_export_config(path: str | Path) -> dict:
     config_path = Path(path) / "assets" / CONFIG_ASSET
     if not is_saved_model_dir(path) or not config_path.is_file():
         raise FileNotFoundError(f"{path} is not a keras_cvae SavedModel version dir (no assets/{CONFIG_ASSET})")
-    return json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {config_path}: {err}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ConfigError(f"{config_path} is not a keras_cvae export config (no \"model\" section)")
+    return config
+
+
+def read_class_export_config(path: str | Path) -> dict:
+    """`read_export_config` for a class-conditional export; a ConfigError for any other model
+    (an image-completion export has no classes to generate or evaluate by)."""
+    config = read_export_config(path)
+    if "num_classes" not in config["model"]:
+        raise ConfigError(
+            f"{path} holds an image-completion model, and this command needs a class-conditional one "
+            f"(train.py --task classes); measure completion with benchmarks/quadrants.py"
+        )
+    return config
 
 
 class SavedModelGenerator:
@@ -49,7 +69,7 @@ class SavedModelGenerator:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        config = read_export_config(self.path)  # fails fast, before TensorFlow is imported
+        config = read_class_export_config(self.path)  # fails fast, before TensorFlow is imported
         import tensorflow as tf
 
         model_config = config["model"]
