@@ -31,6 +31,62 @@ def test_log_mean_exp_is_stable_for_very_negative_values():
     np.testing.assert_allclose(log_mean_exp(np.log([[1.0, 2.0, 3.0]]), axis=1), [np.log(2.0)])
 
 
+class LinearGaussian:
+    """z ~ N(0, I₂), x | z ~ N(Wz + b, σ²I₄) with W's columns orthogonal, so that the exact
+    posterior is a diagonal Gaussian and log p(x) has a closed form. Behind the Backend
+    interface, its encoder returns that exact posterior."""
+
+    latent_dim = 2
+
+    def __init__(self, swap_prior_and_posterior: bool = False) -> None:
+        self.w = np.array([[1.5, 0.0], [0.0, -0.8], [0.0, 0.0], [0.0, 0.0]])
+        self.b = np.array([0.3, -0.2, 0.1, 0.5])
+        self.sigma = 0.7
+        self.swap = swap_prior_and_posterior
+
+    def encode(self, images, labels):
+        x = images.reshape(len(images), -1)
+        precision = 1.0 + np.sum(self.w**2, axis=0) / self.sigma**2  # diagonal, as WᵀW is
+        mean = ((x - self.b) @ self.w / self.sigma**2) / precision
+        return mean.astype(np.float32), np.broadcast_to(-np.log(precision), mean.shape).astype(np.float32)
+
+    def log_likelihood(self, images, labels, z):
+        x = images.reshape(len(images), -1)
+        residual = x - (z @ self.w.T + self.b)
+        return -0.5 * np.sum(residual**2 / self.sigma**2 + np.log(2 * np.pi * self.sigma**2), axis=1)
+
+    def log_evidence(self, images) -> np.ndarray:
+        x = images.reshape(len(images), -1) - self.b
+        covariance = self.w @ self.w.T + self.sigma**2 * np.eye(4)
+        _, log_det = np.linalg.slogdet(covariance)
+        quadratic = np.einsum("ni,ij,nj->n", x, np.linalg.inv(covariance), x)
+        return -0.5 * (quadratic + log_det + 4 * np.log(2 * np.pi))
+
+
+@pytest.mark.parametrize("num_samples", [1, 5, 200])
+def test_iw_estimate_is_exact_when_the_proposal_is_the_exact_posterior(num_samples):
+    """Every importance weight p(x, z)/q(z | x) equals p(x) when q is the exact posterior, so the
+    estimate is log p(x) for every K and every draw: a closed-form check of the estimator."""
+    model = LinearGaussian()
+    images = np.random.default_rng(1).normal(size=(7, 2, 2, 1)).astype(np.float32)
+    estimate = iw_log_likelihood(model, images, np.zeros(7, np.int32), num_samples, np.random.default_rng(0))
+    np.testing.assert_allclose(estimate, model.log_evidence(images), rtol=1e-5, atol=1e-4)
+
+
+def test_iw_estimate_with_log_prior_and_log_posterior_swapped_is_not_exact(monkeypatch):
+    """The check above must catch an estimator that swaps log p(z) and log q(z | x)."""
+    from keras_cvae import evaluation
+    from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
+
+    model = LinearGaussian()
+    images = np.random.default_rng(1).normal(size=(7, 2, 2, 1)).astype(np.float32)
+    monkeypatch.setattr(evaluation, "gaussian_posterior", lambda mean, log_var: standard_normal_prior(*mean.shape))
+    monkeypatch.setattr(evaluation, "standard_normal_prior",
+                        lambda n, dim: gaussian_posterior(*(np.float32(v) for v in model.encode(images, None))))
+    estimate = evaluation.iw_log_likelihood(model, images, np.zeros(7, np.int32), 5, np.random.default_rng(0))
+    assert np.max(np.abs(estimate - model.log_evidence(images))) > 0.1
+
+
 def test_mean_pairwise_distance():
     images = np.zeros((3, 2, 2, 1))
     images[1, 0, 0, 0] = 3.0

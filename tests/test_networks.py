@@ -51,12 +51,12 @@ def test_conv_refuses_sizes_it_cannot_mirror():
         build_decoder((30, 30, 1), 10, 4, "conv", (16,))
 
 
-@pytest.mark.parametrize("builder", [build_encoder, build_decoder])
-def test_condition_scale_is_a_reparameterisation(builder):
+@pytest.mark.parametrize(("builder", "arch"), [(build_encoder, "mlp"), (build_decoder, "mlp"), (build_decoder, "conv")])
+def test_condition_scale_is_a_reparameterisation(builder, arch):
     """Scaling the one-hot by s equals scaling the first layer's condition rows by s: same model
     family, only Adam's step size on the label path changes."""
-    scaled = builder(IMAGE_SHAPE, 10, 4, "mlp", (32,), condition_scale=10.0)
-    plain = builder(IMAGE_SHAPE, 10, 4, "mlp", (32,))
+    scaled = builder(IMAGE_SHAPE, 10, 4, arch, (32,), condition_scale=10.0)
+    plain = builder(IMAGE_SHAPE, 10, 4, arch, (32,))
     plain.set_weights(scaled.get_weights())
     kernel, bias = plain.get_layer("hidden_0").get_weights()
     kernel[-10:] *= 10.0  # the condition comes last in the concatenation
@@ -66,3 +66,16 @@ def test_condition_scale_is_a_reparameterisation(builder):
     for a, b in zip(keras.tree.flatten(scaled(inputs)), keras.tree.flatten(plain(inputs))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     assert scaled.get_layer("condition_scale").scale == 10.0
+
+
+def test_conv_encoder_leaves_its_condition_planes_unscaled():
+    """The conv encoder tiles the one-hot into planes beside the pixels and does not scale them
+    (planes of 10 beside pixels in [0, 1] unbalance the first convolution): with the same
+    weights it is the unscaled network exactly."""
+    scaled = build_encoder(IMAGE_SHAPE, 10, 4, "conv", (32,), condition_scale=10.0)
+    plain = build_encoder(IMAGE_SHAPE, 10, 4, "conv", (32,))
+    assert "condition_scale" not in [layer.name for layer in scaled.layers]
+    plain.set_weights(scaled.get_weights())
+    inputs = [np.random.rand(3, *IMAGE_SHAPE).astype("float32"), np.eye(10, dtype="float32")[[0, 4, 9]]]
+    for a, b in zip(keras.tree.flatten(scaled(inputs)), keras.tree.flatten(plain(inputs))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

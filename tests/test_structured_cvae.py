@@ -156,6 +156,46 @@ def test_ncll_baseline_is_its_own_nll_and_iw_bound_beats_elbo():
     assert np.mean(ncll) <= np.mean(neg_elbo)  # log p ≥ the IW bound ≥ the ELBO, in expectation
 
 
+def z_free_model(prior_mean: float, posterior_mean: float) -> StructuredCVAE:
+    """A cvae whose prior and recognition networks output constant unit Gaussians, N(prior_mean)
+    and N(posterior_mean), and whose generation network ignores z: log p(y | x) is then exact,
+    the generation network's log-likelihood at any z."""
+    model = small("cvae")
+    for network, mean in ((model.prior_network, prior_mean), (model.recognition_network, posterior_mean)):
+        for layer_name, bias in (("z_mean", mean), ("z_log_var", 0.0)):
+            layer = network.get_layer(layer_name)
+            layer.kernel.assign(np.zeros(layer.kernel.shape, "float32"))
+            layer.bias.assign(np.full(layer.bias.shape, bias, "float32"))
+    first = model.generation_network.get_layer("hidden_0")
+    kernel = first.kernel.numpy()
+    kernel[: model.latent_dim] = 0.0  # the rows that multiply z
+    first.kernel.assign(kernel)
+    return model
+
+
+def exact_log_likelihood(model: StructuredCVAE, batch: np.ndarray) -> np.ndarray:
+    x = model.condition(batch)
+    return model.missing_log_likelihood(batch, model.generation_logits(tf.zeros([len(batch), model.latent_dim]), x)).numpy()
+
+
+@pytest.mark.parametrize("num_samples", [1, 7])
+def test_ncll_is_exact_when_the_proposal_is_the_exact_posterior(num_samples):
+    """z carries nothing, so the exact posterior is the prior; with q = p every importance
+    weight is p(y | x), whatever K."""
+    model, batch = z_free_model(0.4, 0.4), images(5)
+    np.testing.assert_allclose(conditional_nll(model, batch, num_samples), -exact_log_likelihood(model, batch),
+                               rtol=1e-5)
+
+
+def test_ncll_weights_are_prior_over_proposal_not_the_reverse():
+    """With q ≠ p and z carrying nothing, the weights are p(y|x)·p(z)/q(z), whose mean over
+    z ~ q is p(y|x): the estimate converges to log p(y|x). Swapping log p(z) and log q(z) would
+    give log p(y|x) + log E_q[q/p] = log p(y|x) + 3·0.7² ≈ +1.5 nats instead."""
+    model, batch = z_free_model(0.0, 0.7), images(4)
+    estimate = -conditional_nll(model, batch, 4000)
+    np.testing.assert_allclose(estimate, exact_log_likelihood(model, batch), atol=0.25)
+
+
 # ------------------------------------------------------------------------------------------
 # Serialization and export
 
