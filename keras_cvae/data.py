@@ -299,8 +299,8 @@ def make_pipeline(
     random order (a different order every epoch, the same sequence for the same seed), cut into
     batches by slicing. Nothing runs per example or per pixel: on 2 cores every bit of work
     here is taken from the training step, so the images stay uint8 (a quarter of the bytes)
-    and the compiled step scales them to [0, 1] (`model.as_unit_range`). Shuffling indices one
-    element at a time and casting each batch here cost the step about 8% of its throughput.
+    and the compiled step scales them to [0, 1] (`models.base.as_unit_range`), rather than
+    shuffling indices one element at a time and casting each batch here.
     Autotuning is off and prefetch is fixed: on 2 cores tf.data's autotuner stalls at the end
     of every epoch.
 

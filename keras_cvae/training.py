@@ -53,11 +53,9 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixe
     """XLA for the train step: the given setting, else on for a GPU and, on a CPU, for the MLP
     trained in float32 on one replica.
 
-    Measured on 2 CPU cores (benchmarks/train_speed.py, Fashion-MNIST, batch 128): XLA takes the
-    float32 MLP CVAE from 22.7k to 35.2k samples/s, but slows the conv CVAE from 3.1k to 2.1k, as
-    XLA's CPU convolutions are slower than oneDNN's. Nor does XLA use oneDNN's AMX kernels for
-    bfloat16: the MLP under `--mixed-precision` runs at 31.7k samples/s without XLA, 27.9k with it.
-    XLA cannot compile the all-reduce of several CPU replicas at all.
+    On a CPU, XLA speeds up the float32 MLP but its convolutions are slower than oneDNN's and it
+    has no bfloat16 matrix kernels of oneDNN's kind (the figures: README, Speed). XLA cannot
+    compile the all-reduce of several CPU replicas at all.
     """
     gpu = has_gpu()
     if setting and replicas > 1 and not gpu:

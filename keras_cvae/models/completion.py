@@ -12,7 +12,8 @@ Objectives (`objective`): "cvae" maximises the ELBO log p(y|x,z~q) − KL(q ‖ 
 "gsnn" maximises log p(y|x,z) with z drawn from the prior network (q = p); "hybrid" is
 α·L_CVAE + (1−α)·L_GSNN; "baseline" trains only ŷ. The baseline is trained jointly, on its
 own Bernoulli loss, and feeds the other networks through a stop-gradient, so the CVAE's
-objective never bends it: the same as training it first, in one run. All log-probabilities
+objective never bends it. Unlike training it first, the other networks learn against a ŷ that
+is still moving. All log-probabilities
 are summed over the missing pixels (nats per image, Sohn et al.'s unit).
 """
 
