@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from keras_cvae.cli import evaluate_main
+    from keras_cvae.cli.evaluate import main as evaluate_main
 
     return evaluate_main(argv)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from keras_cvae.cli import train_main
+    from keras_cvae.cli.train import main as train_main
 
     return train_main(argv)
 

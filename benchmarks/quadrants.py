@@ -30,20 +30,14 @@ QUADRANTS = (1, 2, 3)
 EXAMPLES_PER_COUNT = 3
 
 
-def train_one(config, dataset, epochs: int):
-    import keras
+def train_one(config, dataset, scratch: Path):
+    """The library's own training run (run dir and export in `scratch`), as train.py would do it."""
+    from keras_cvae.run_dir import default_name
+    from keras_cvae.training import train
 
-    from keras_cvae.data import limit_and_split, make_pipeline
-    from keras_cvae.training import build_model
-
-    keras.utils.set_random_seed(config.train.seed)
-    (x_train, y_train), (x_val, y_val) = limit_and_split(
-        dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction)
-    model = build_model(config, dataset)
-    model.fit(make_pipeline(x_train, y_train, config.train.batch_size, shuffle=True, seed=config.train.seed),
-              validation_data=make_pipeline(x_val, y_val, config.train.batch_size, shuffle=False),
-              epochs=epochs, shuffle=False, verbose=2)  # the pipeline shuffles
-    return model
+    name = default_name(config)
+    config.train.export = str(scratch / "exports" / name)
+    return train(config, dataset, scratch / "runs" / name).model
 
 
 def markdown(results: dict, args: argparse.Namespace, minutes: float) -> str:
@@ -78,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1 or args.iw_samples < 1 or not set(counts) <= set(QUADRANTS):
         parser.error("--epochs and --iw-samples must be positive, --quadrants a subset of 1,2,3")
 
+    import tempfile
+
     import numpy as np
 
     from keras_cvae.atomic import atomic_write_text
-    from keras_cvae.callbacks import completion_columns
     from keras_cvae.config import RunConfig
     from keras_cvae.data import load_dataset
-    from keras_cvae.evaluation import conditional_nll
+    from keras_cvae.evaluation.estimators import conditional_nll
     from keras_cvae.plotting import completion_figure, save_figure
+    from keras_cvae.tasks.completion import completion_columns
 
     start = time.perf_counter()
     dataset = load_dataset(args.dataset, args.data_dir)
@@ -93,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args.test_images = len(test_images)
     examples = test_images[:: max(1, len(test_images) // EXAMPLES_PER_COUNT)][:EXAMPLES_PER_COUNT]
     noise = np.random.default_rng(0).standard_normal((6, EXAMPLES_PER_COUNT, 20)).astype("float32")
+    scratch = Path(tempfile.mkdtemp(prefix="quadrants-"))
     results: dict[str, dict[str, float]] = {}
     panels = []
     for count in counts:
@@ -101,16 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in MODELS:
             print(f"== {count} quadrant(s), {name}", flush=True)
             config = RunConfig()
-            config.data.dataset, config.data.task, config.data.quadrants = args.dataset, "quadrants", count
-            config.data.limit, config.model.objective = args.limit, name
-            config.validate()
-            model = train_one(config, dataset, args.epochs)
+            config.data.dataset, config.data.task, config.data.quadrants = args.dataset, "completion", count
+            config.data.data_dir, config.data.limit, config.model.objective = args.data_dir, args.limit, name
+            config.train.epochs = args.epochs
+            model = train_one(config, dataset, scratch)
             nll = float(np.mean(conditional_nll(model, test_images, args.iw_samples)))
             results[str(count)][name] = round(nll, 2)
             trained[name] = model
             print(f"   −log p(y|x) = {nll:.2f} nats", flush=True)
         inputs, _, samples = completion_columns(trained["cvae"], examples, noise)
-        baseline = np.asarray(trained["baseline"].complete(examples))
+        baseline = np.asarray(trained["baseline"].complete(examples, baseline=True))
         panels.append((inputs, baseline, samples))
 
     output = Path(args.output)

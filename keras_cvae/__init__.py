@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "CVAE": "keras_cvae.models.cvae",
-    "StructuredCVAE": "keras_cvae.models.completion",
+    "CompletionCVAE": "keras_cvae.models.completion",
     "FusedAdam": "keras_cvae.models.optimizers",
     "DataConfig": "keras_cvae.config",
     "ModelConfig": "keras_cvae.config",

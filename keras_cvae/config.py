@@ -1,24 +1,33 @@
-"""Run configuration: three dataclasses and their JSON round trip.
+"""Run configuration: three dataclasses, their JSON round trip, and the one declaration of every
+setting.
 
-The configuration is plain data so that it can be validated before TensorFlow is imported,
-stored beside the weights (`config.json`), and reloaded without asking for anything again.
+Each field's metadata (`setting(...)`) is the only place a training setting is declared: its
+flag, help, choices, whether `--resume` may change it, and when a run uses it. The train
+command's parser is generated from it (`cli.common.add_config_flags`), so adding a setting means
+adding a field here and the code that reads it. The configuration is plain data so that it can
+be validated before TensorFlow is imported, stored beside the weights (`config.json`), and
+reloaded without asking for anything again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# "classes": p(x | one-hot class); "quadrants": complete an image from some of its quadrants.
-TASKS = ("classes", "quadrants")
+# "classes": p(x | class); "completion": complete an image from some of its quadrants.
+TASKS = ("classes", "completion")
 QUADRANT_COUNTS = (1, 2, 3)
-OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see structured_cvae.py
+OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see models/completion.py
+KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
 LIKELIHOODS = ("bernoulli", "gaussian")
+# What train_step and test_step report, per image in nats (the history's columns).
+METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
 
 
@@ -26,37 +35,65 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the value and the fix."""
 
 
-# Settings that only some runs use, with the reason; a flag given for a run that does not use it
-# is refused rather than silently ignored. field → (does the run use it?, what the run is)
-KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
+def hidden_units(text: str) -> tuple[int, ...]:
+    """`--hidden-units` text: one integer or several joined by commas."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected integers like 400 or 512,256, got {text!r}") from None
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    choices: tuple | None = None,
+    resumable: bool = False,
+    switch: dict[str, Any] | None = None,
+    used_when: tuple[Callable[[RunConfig], bool], str] | None = None,
+) -> Any:
+    """A config field and its one declaration as a command-line setting.
+
+    Args:
+        default: the field's default (the help text shows it).
+        help: what the setting does.
+        flag: the flag; `--<field-name>` when left out (underscores as dashes).
+        parse: turns the flag's text into the value (int, float, …); None for `switch` flags.
+        choices: the values the flag accepts.
+        resumable: whether `--resume` may change it (else it must match the saved config).
+        switch: flags that take no value, mapped to the value each sets (e.g. `--no-jit`: False).
+        used_when: (does this run use the setting?, which runs do not): a flag given for a run
+            that would ignore it is refused.
+    """
+    metadata = {"help": help, "flag": flag, "parse": parse, "choices": choices, "resumable": resumable,
+                "switch": switch, "used_when": used_when}
+    return field(default=default, metadata={"setting": metadata})
 
 
 def _completion(config: RunConfig) -> bool:
-    return config.data.task == "quadrants"
+    return config.data.task == "completion"
 
 
-CONDITIONAL_SETTINGS = {
-    "quadrants": (_completion, "--task classes"),
-    "objective": (_completion, "--task classes"),
-    "alpha": (lambda c: _completion(c) and c.model.objective == "hybrid", "anything but --model hybrid"),
-    "likelihood": (lambda c: not _completion(c), "--task quadrants (Bernoulli pixels only)"),
-    "beta": (lambda c: not _completion(c) or c.model.objective in KL_OBJECTIVES,
-             "--model baseline or gsnn (no KL term)"),
-    "kl_warmup": (lambda c: not _completion(c) or c.model.objective in KL_OBJECTIVES,
-                  "--model baseline or gsnn (no KL term)"),
-}
+def _has_kl(config: RunConfig) -> bool:
+    return not _completion(config) or config.model.objective in KL_OBJECTIVES
 
 
 @dataclass
 class DataConfig:
     """Where the data comes from and how much of it is used."""
 
-    dataset: str = "mnist"
-    task: str = "classes"
-    quadrants: int = 1  # visible quadrants, for task "quadrants"
-    data_dir: str | None = None
-    limit: int | None = None
-    validation_fraction: float = 0.1
+    dataset: str = setting("mnist", "dataset: mnist or fashion_mnist", parse=str)
+    data_dir: str | None = setting(
+        None, "folder of the four IDX files (.gz or raw) or a Keras-style .npz; the only source tried",
+        parse=str, resumable=True)
+    limit: int | None = setting(None, "use only the first N training images", parse=int)
+    validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
+    task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it",
+                        parse=str, choices=TASKS)
+    quadrants: int = setting(1, "visible quadrants for --task completion", parse=int, choices=QUADRANT_COUNTS,
+                             used_when=(_completion, "--task classes"))
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -66,23 +103,28 @@ class DataConfig:
         if self.limit is not None and self.limit < 2:
             raise ConfigError(f"--limit must be at least 2, got {self.limit}")
         if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
-            )
+            raise ConfigError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
 
 
 @dataclass
 class ModelConfig:
-    """The CVAE's architecture and objective; exactly the model's constructor arguments."""
+    """The model's architecture and objective; exactly the model's constructor arguments."""
 
-    arch: str = "mlp"
-    hidden_units: tuple[int, ...] | None = None
-    latent_dim: int = 20
-    likelihood: str = "bernoulli"
-    beta: float = 1.0
-    conditional: bool = True
-    objective: str = "cvae"  # baseline, gsnn and hybrid are for task "quadrants"
-    alpha: float = 0.5  # the hybrid objective's weight of the CVAE term
+    arch: str = setting("mlp", "network architecture", parse=str, choices=ARCHITECTURES)
+    hidden_units: tuple[int, ...] | None = setting(
+        None, "dense layer sizes, e.g. 400 or 512,512 (default mlp 400, conv 128)", parse=hidden_units)
+    latent_dim: int = setting(20, "size of z", parse=int)
+    likelihood: str = setting("bernoulli", "pixel likelihood", parse=str, choices=LIKELIHOODS,
+                              used_when=(lambda c: not _completion(c), "--task completion (Bernoulli pixels only)"))
+    beta: float = setting(1.0, "weight of the KL term", parse=float,
+                          used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+    conditional: bool = setting(True, "train a plain VAE (no condition)", switch={"--no-conditional": False})
+    objective: str = setting(
+        "cvae", "for --task completion: baseline, cvae, gsnn or hybrid (Sohn et al. 2015)", parse=str,
+        choices=OBJECTIVES, used_when=(_completion, "--task classes"))
+    alpha: float = setting(0.5, "hybrid objective: α·CVAE + (1−α)·GSNN", parse=float,
+                           used_when=(lambda c: _completion(c) and c.model.objective == "hybrid",
+                                      "anything but --objective hybrid"))
 
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
@@ -96,15 +138,13 @@ class ModelConfig:
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(
-                f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}"
-            )
+            raise ConfigError(f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
         if self.latent_dim < 1:
             raise ConfigError(f"--latent-dim must be at least 1, got {self.latent_dim}")
         if self.beta < 0:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"--model must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         units = self.resolved_hidden_units()
@@ -116,18 +156,27 @@ class ModelConfig:
 class TrainConfig:
     """How training runs and where its outputs go."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    seed: int = 0
-    kl_warmup: int = 0
-    run_dir: str | None = None
-    export: str | None = None
-    tensorboard: bool = False
-    jit_compile: bool | None = None  # None: the measured best for the device (see training.py)
-    steps_per_execution: int = 32
-    mixed_precision: bool = False
-    strategy: str = "auto"  # see distribute.py; batch_size is the global batch
+    epochs: int = setting(100, "total number of epochs, also with --resume", parse=int, resumable=True)
+    batch_size: int = setting(128, "batch size (the global batch under several replicas)", parse=int)
+    learning_rate: float = setting(1e-3, "Adam learning rate", parse=float)
+    seed: int = setting(0, "random seed: weights, data order, noise, sample grids", parse=int)
+    kl_warmup: int = setting(0, "raise the KL weight linearly over this many epochs (0: off)", parse=int,
+                             used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+    run_dir: str | None = setting(None, "where the run's files go (default runs/<name>)", parse=str, resumable=True)
+    export: str | None = setting(None, "SavedModel export root (default saved_models/<name>)", parse=str,
+                                 resumable=True)
+    tensorboard: bool = setting(False, "log scalars and sample grids for TensorBoard",
+                                switch={"--tensorboard": True}, resumable=True)
+    # None: the measured best for the device (see training.resolve_jit_compile).
+    jit_compile: bool | None = setting(
+        None, "XLA-compile the train step (default: on a GPU, and on a CPU for --arch mlp in float32)",
+        switch={"--jit": True, "--no-jit": False}, resumable=True)
+    steps_per_execution: int = setting(32, "train steps per compiled call; callbacks see every Nth batch",
+                                       parse=int, resumable=True)
+    mixed_precision: bool = setting(False, "compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32)",
+                                    switch={"--mixed-precision": True}, resumable=True)
+    strategy: str = setting("auto", "tf.distribute strategy (auto: mirrored on >1 GPU; multi_worker: TF_CONFIG)",
+                            parse=str, choices=STRATEGIES, resumable=True)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -144,6 +193,36 @@ class TrainConfig:
             raise ConfigError(f"--steps-per-execution must be at least 1, got {self.steps_per_execution}")
 
 
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting: where it lives in the config and its declaration."""
+
+    section: str
+    name: str
+    default: Any
+    help: str
+    flag: str
+    parse: Callable[[str], Any] | None
+    choices: tuple | None
+    resumable: bool
+    switch: dict[str, Any] | None
+    used_when: tuple[Callable[[RunConfig], bool], str] | None
+
+
+def settings() -> list[Setting]:
+    """Every declared setting, section by section, in declaration order."""
+    found = []
+    for section, klass in SECTIONS.items():
+        for f in dataclasses.fields(klass):
+            meta = dict(f.metadata["setting"])
+            meta["flag"] = meta["flag"] or "--" + f.name.replace("_", "-")
+            found.append(Setting(section=section, name=f.name, default=f.default, **meta))
+    return found
+
+
 @dataclass
 class RunConfig:
     """Everything a training run needs, saved as `config.json` in the run directory."""
@@ -157,27 +236,26 @@ class RunConfig:
         self.model.validate()
         self.train.validate()
         if self.data.task == "classes" and self.model.objective != "cvae":
-            raise ConfigError(f"--model {self.model.objective} is for --task quadrants (class-conditional runs are cvae)")
-        if self.data.task == "quadrants" and self.model.arch != "mlp":
-            raise ConfigError("--task quadrants uses --arch mlp (conv is not implemented for it)")
-        if self.data.task == "quadrants" and not self.model.conditional:
-            raise ConfigError("--no-conditional does not apply to --task quadrants (the condition is the image part)")
+            raise ConfigError(
+                f"--objective {self.model.objective} is for --task completion (class-conditional runs are cvae)")
+        if self.data.task == "completion" and self.model.arch != "mlp":
+            raise ConfigError("--task completion uses --arch mlp (conv is not implemented for it)")
+        if self.data.task == "completion" and not self.model.conditional:
+            raise ConfigError("--no-conditional does not apply to --task completion (the condition is the image part)")
 
-    def refuse_unused(self, given: set[str]) -> None:
-        """Refuse any setting in `given` (names of the fields set explicitly) that this run
-        would ignore, naming the flag and why."""
-        for name in sorted(given & set(CONDITIONAL_SETTINGS)):
-            used, unused_by = CONDITIONAL_SETTINGS[name]
-            if not used(self):
-                flag = "--model" if name == "objective" else "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} does not apply to {unused_by}; drop it")
+    def get(self, setting: Setting) -> Any:
+        return getattr(getattr(self, setting.section), setting.name)
 
-    def run_name(self) -> str:
-        """The default name of the run dir and export: `<dataset>-<arch>`, or for image completion
-        `<dataset>-quadrants<N>-<model>`."""
-        if self.data.task == "quadrants":
-            return f"{self.data.dataset}-quadrants{self.data.quadrants}-{self.model.objective}"
-        return f"{self.data.dataset}-{self.model.arch}"
+    def set(self, setting: Setting, value: Any) -> None:
+        setattr(getattr(self, setting.section), setting.name, value)
+
+    def refuse_unused(self, given: list[Setting]) -> None:
+        """Refuse any setting in `given` (those set explicitly) that this run would ignore,
+        naming the flag and why."""
+        for item in given:
+            if item.used_when is not None and not item.used_when[0](self):
+                flag = next(iter(item.switch)) if item.switch else item.flag
+                raise ConfigError(f"{flag} does not apply to {item.used_when[1]}; drop it")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,12 +263,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Build from a dict, rejecting unknown sections and keys (a typo must not pass silently)."""
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-        unknown = set(raw) - set(sections)
+        unknown = set(raw) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         parts = {}
-        for name, klass in sections.items():
+        for name, klass in SECTIONS.items():
             values = raw.get(name, {})
             known = {f.name for f in dataclasses.fields(klass)}
             bad = set(values) - known

@@ -6,15 +6,14 @@ multi_worker (MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG). `-
 the global batch: each of R replicas gets batch/R images and the per-replica losses are scaled
 by 1/R, so the summed gradient equals the single-device gradient of the global batch.
 
-`is_chief` reads TF_CONFIG only (no TensorFlow import), so the command line can decide what
-this process writes before anything heavy starts.
+`is_chief` and `cluster_task` read TF_CONFIG only (no TensorFlow import), so the command line can
+decide what this process writes before anything heavy starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from keras_cvae.config import STRATEGIES, ConfigError
 
@@ -41,19 +40,6 @@ def is_chief() -> bool:
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and index == 0
-
-
-def backup_dir(run_dir: str | Path) -> Path:
-    """Where BackupAndRestore keeps this process's epoch-boundary backup (one folder per worker)."""
-    task = cluster_task()
-    name = "chief" if task is None else f"{task[0]}-{task[1]}"
-    return Path(run_dir) / "backup" / name
-
-
-def has_backup(run_dir: str | Path) -> bool:
-    """Whether an interrupted multi-worker run left a backup in `run_dir` to resume from."""
-    root = Path(run_dir) / "backup"
-    return root.is_dir() and any(path.is_file() for path in root.rglob("*"))
 
 
 def make_strategy(name: str):

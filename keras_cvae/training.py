@@ -1,7 +1,10 @@
-"""One training run: data pipelines, model (new or resumed), callbacks, fit, final save.
+"""One training run: data pipelines, the task's model (new or resumed), callbacks, fit, and a
+complete run dir and export.
 
-The command line validates everything it can first, then calls `train`; this module is where
-TensorFlow gets imported.
+`train(config, dataset, run_dir)` is what `train.py` calls, and what a Python user calls: both
+get the same run dir (config.json, history.csv, samples/, elbo_curve.png, checkpoints/,
+model.keras) and a SavedModel under the config's export root. This module is where TensorFlow
+gets imported.
 """
 
 from __future__ import annotations
@@ -18,31 +21,23 @@ import keras
 import tensorflow as tf
 
 from keras_cvae.atomic import atomic_path
-from keras_cvae.callbacks import (
-    CompletionGrid,
-    EpochCheckpoint,
-    HistoryWriter,
-    KLWarmup,
-    PipelineEpoch,
-    SampleGrid,
-    StopOnNonFiniteLoss,
-    list_checkpoints,
-    read_history,
-)
+from keras_cvae.callbacks import EpochCheckpoint, HistoryWriter, KLWarmup, PipelineEpoch, StopOnNonFiniteLoss
 from keras_cvae.config import ConfigError, RunConfig
 from keras_cvae.data import LoadedDataset, limit_and_split, make_pipeline
-from keras_cvae.distribute import backup_dir, has_backup, is_chief, make_strategy
+from keras_cvae.distribute import is_chief, make_strategy
+from keras_cvae.export import export_saved_model
 from keras_cvae.models.base import VariationalModel, global_dtype_policy
-from keras_cvae.models.completion import StructuredCVAE
-from keras_cvae.models.cvae import CVAE
 from keras_cvae.models.optimizers import FusedAdam
+from keras_cvae.run_dir import RunDir, default_export_root
+from keras_cvae.tasks import get_task
 
 
 @dataclass
 class TrainResult:
     model: VariationalModel
     history: list[dict[str, float]]
-    run_dir: Path
+    run_dir: RunDir
+    export_dir: Path | None  # the SavedModel version dir (None on a worker that is not the chief)
 
 
 def has_gpu() -> bool:
@@ -80,35 +75,10 @@ def precision_policy(mixed: bool) -> Iterator[None]:
 
 
 def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
-    """A new, compiled model shaped for `dataset` as `config` describes: a CVAE for task
-    "classes", a StructuredCVAE for task "quadrants". Build it in the strategy's scope: the
-    number of replicas decides whether the step is XLA-compiled."""
-    m = config.model
-    if config.data.task == "quadrants":
-        model = StructuredCVAE(
-            image_shape=dataset.x_train.shape[1:],
-            quadrants=config.data.quadrants,
-            objective=m.objective,
-            alpha=m.alpha,
-            beta=m.beta,
-            latent_dim=m.latent_dim,
-            hidden_units=m.resolved_hidden_units(),
-            class_names=dataset.class_names,
-            seed=config.train.seed,
-        )
-    else:
-        model = CVAE(
-            image_shape=dataset.x_train.shape[1:],
-            num_classes=len(dataset.class_names),
-            latent_dim=m.latent_dim,
-            arch=m.arch,
-            hidden_units=m.resolved_hidden_units(),
-            likelihood=m.likelihood,
-            beta=m.beta,
-            conditional=m.conditional,
-            class_names=dataset.class_names,
-            seed=config.train.seed,
-        )
+    """A new model for `config`'s task, shaped for `dataset`, compiled with FusedAdam and the
+    run's speed settings. Build it in the strategy's scope: the number of replicas decides
+    whether the step is XLA-compiled."""
+    model = get_task(config.data.task).build_model(config, dataset)
     compile_for_run(model, config, FusedAdam(config.train.learning_rate))
     return model
 
@@ -132,16 +102,23 @@ def load_checkpoint(path: str | Path) -> VariationalModel:
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Train (or continue training) into `run_dir` until `config.train.epochs` epochs are done."""
+def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path | RunDir, resume: bool = False) -> TrainResult:
+    """Train (or, with `resume`, continue) into `run_dir` until `config.train.epochs` epochs are
+    done, then save model.keras and export a SavedModel to the config's export root (default
+    saved_models/<name>). The chief writes config.json first, so the run dir is complete from
+    the first epoch on."""
+    config.validate()
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = make_strategy(config.train.strategy)
+    if is_chief():
+        run_dir.save_config(config)
     with precision_policy(config.train.mixed_precision):
-        return _train(config, dataset, Path(run_dir), resume, strategy)
+        return _train(config, dataset, run_dir, resume, strategy)
 
 
 def _train(
-    config: RunConfig, dataset: LoadedDataset, run_dir: Path, resume: bool, strategy: tf.distribute.Strategy
+    config: RunConfig, dataset: LoadedDataset, run_dir: RunDir, resume: bool, strategy: tf.distribute.Strategy
 ) -> TrainResult:
     if strategy.num_replicas_in_sync > 1 and config.train.steps_per_execution > 1:
         # Keras 3.15 fails to run steps_per_execution > 1 under a multi-replica strategy
@@ -160,19 +137,19 @@ def _train(
     chief = is_chief()
     # Multi-worker runs resume through BackupAndRestore (each worker from its own backup), so a
     # restarted worker needs no --resume; other runs resume from the newest checkpoint.
-    backup = backup_dir(run_dir) if tc.strategy == "multi_worker" else None
-    checkpoints = list_checkpoints(run_dir / "checkpoints") if resume and backup is None else []
+    backup = run_dir.backup_dir() if tc.strategy == "multi_worker" else None
+    checkpoints = run_dir.checkpoints() if resume and backup is None else []
     with strategy.scope():
         if checkpoints:
             initial_epoch, path = checkpoints[-1]
             model = load_checkpoint(path)
             # What the checkpoint's compile config holds is replaced by this run's speed settings.
             compile_for_run(model, config, model.optimizer)
-            history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= initial_epoch]
+            history = [row for row in run_dir.read_history() if row["epoch"] <= initial_epoch]
             print(f"Resuming from {path} (epoch {initial_epoch} of {tc.epochs})", flush=True)
         else:
             initial_epoch = 0
-            history = read_history(run_dir / "history.csv") if has_backup(run_dir) else []
+            history = run_dir.read_history() if run_dir.has_backup() else []
             model = build_model(config, dataset)
             model.optimizer.build(model.trainable_variables)  # so a backup can restore its state
 
@@ -181,8 +158,13 @@ def _train(
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
     if tc.kl_warmup:
         callbacks.append(KLWarmup(tc.kl_warmup))
+    history_writer = HistoryWriter(run_dir, history)
     if chief:  # the run dir's files come from the chief alone
-        callbacks.extend(_chief_callbacks(model, config, dataset, run_dir, history, x_val))
+        callbacks.append(history_writer)
+        if tc.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir.tensorboard_dir), write_graph=False))
+        callbacks.append(get_task(config.data.task).sample_callback(model, config, dataset, run_dir, x_val))
+        callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
     if initial_epoch < tc.epochs:
         model.fit(
             train_data,
@@ -193,30 +175,11 @@ def _train(
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    if chief:
-        with atomic_path(run_dir / "model.keras") as tmp:
-            model.save(tmp)
-        if backup is not None and not has_backup(run_dir):  # finished: BackupAndRestore emptied it
-            shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    history_writer = next((cb for cb in callbacks if isinstance(cb, HistoryWriter)), None)
-    return TrainResult(model, history_writer.rows if history_writer else [], run_dir)
-
-
-def _chief_callbacks(
-    model: VariationalModel, config: RunConfig, dataset: LoadedDataset, run_dir: Path,
-    history: list[dict[str, float]], x_val,
-) -> list[keras.callbacks.Callback]:
-    """History and ELBO curve, TensorBoard, sample grids and checkpoints, in that order."""
-    tc = config.train
-    callbacks: list[keras.callbacks.Callback] = [HistoryWriter(run_dir, history)]
-    tensorboard_dir = run_dir / "tensorboard" if tc.tensorboard else None
-    if tensorboard_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
-    if isinstance(model, StructuredCVAE):
-        callbacks.append(CompletionGrid(run_dir, x_val[:8].astype("float32") / 255.0, model.latent_dim, seed=tc.seed))
-    else:
-        callbacks.append(
-            SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=tc.seed, tensorboard_dir=tensorboard_dir)
-        )
-    callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
-    return callbacks
+    if not chief:
+        return TrainResult(model, history_writer.rows, run_dir, None)
+    with atomic_path(run_dir.model_path) as tmp:
+        model.save(tmp)
+    if backup is not None and not run_dir.has_backup():  # finished: BackupAndRestore emptied it
+        shutil.rmtree(run_dir.backup_root, ignore_errors=True)
+    version_dir = export_saved_model(model, default_export_root(config), dataset=config.data.dataset)
+    return TrainResult(model, history_writer.rows, run_dir, version_dir)

@@ -1,16 +1,19 @@
-"""Command-line input validation: one line on stderr and exit status 2, before any training."""
+"""The command line: every class of bad input gets one line on stderr and exit status 2, before
+any training; the flags generated from the config."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from conftest import project_lines, run_cli
+from conftest import idx_bytes, project_lines, run_cli, write_idx_folder
+from keras_cvae.data import NPZ_KEYS
 
 
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--dataset", "cifar10"], "invalid choice: 'cifar10'"),
+        (["--dataset", "cifar10"], "unknown dataset 'cifar10'; choose one of: fashion_mnist, mnist"),
         (["--epochs", "-3"], "--epochs must be at least 1"),
         (["--latent-dim", "0"], "--latent-dim must be at least 1"),
         (["--beta", "-1"], "--beta must be >= 0"),
@@ -82,27 +85,103 @@ def completion_run_and_export(root):
     """A tiny image-completion run dir (config.json + model.keras) and its export."""
     from keras_cvae.config import RunConfig
     from keras_cvae.export import export_saved_model
-    from keras_cvae.models.completion import StructuredCVAE
+    from keras_cvae.models.completion import CompletionCVAE
 
-    model = StructuredCVAE(latent_dim=2, hidden_units=(8,))
+    model = CompletionCVAE(latent_dim=2, hidden_units=(8,))
     run_dir = root / "run"
     run_dir.mkdir()
     config = RunConfig()
-    config.data.task, config.data.dataset = "quadrants", "fashion_mnist"
+    config.data.task, config.data.dataset = "completion", "fashion_mnist"
     config.save(run_dir / "config.json")
     model.save(run_dir / "model.keras")
     return run_dir, export_saved_model(model, root / "export", dataset="fashion_mnist")
 
 
-def test_commands_refuse_a_completion_model_in_one_line(tmp_path):
-    """Regression (defect 2): generate and evaluate.py ended in KeyError: 'num_classes'."""
+def test_completion_models_work_or_are_refused_in_one_line(tmp_path, fashion_dir):
+    """Regression (defect 2): generate and evaluate.py ended in KeyError: 'num_classes' when given
+    an image-completion export. Now they work, and a flag that needs classes is one line."""
     run_dir, version = completion_run_and_export(tmp_path)
-    results = [
-        run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--out", str(tmp_path / "g.png")),
-        run_cli("evaluate.py", "--model", str(version)),
-        run_cli("evaluate.py", "--model", str(run_dir)),
-    ]
-    for result in results:
-        lines = project_lines(result.stderr)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        assert len(lines) == 1 and "image-completion model" in lines[0], lines
+    refused = run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--out", str(tmp_path / "g.png"))
+    lines = project_lines(refused.stderr)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(lines) == 1 and "pass --from-test N" in lines[0], lines
+    for model in (version, run_dir):
+        done = run_cli("evaluate.py", "--model", str(model), "--limit", "20", "--iw-samples", "2",
+                       "--output", str(tmp_path / f"eval-{model.name}"))
+        assert done.returncode == 0, done.stderr[-2000:]
+    drawn = run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--from-test", "2",
+                    "--out", str(tmp_path / "g.png"))
+    assert drawn.returncode == 0 and (tmp_path / "g.png").is_file(), drawn.stderr[-2000:]
+
+
+
+def assert_one_line_exit_2(result, expected: str) -> None:
+    lines = project_lines(result.stderr)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def idx_dir(tmp_path, tiny_arrays):
+    return write_idx_folder(tmp_path / "data", *tiny_arrays)
+
+
+@pytest.mark.parametrize(
+    "damage,expected",
+    [
+        (lambda d: (d / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((60, 28, 28), np.uint8))[:-5]),
+         "IDX file is truncated"),
+        (lambda d: (d / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros((60, 28, 28), np.uint8))),
+         "magic number 0x00000803, expected 0x00000801"),
+        (lambda d: (d / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(19, np.uint8))),
+         "20 test images but 19 test labels"),
+    ],
+    ids=["truncated", "wrong-magic", "count-mismatch"],
+)
+def test_bad_idx_files(tmp_path, tiny_arrays, damage, expected):
+    folder = write_idx_folder(tmp_path / "data", *tiny_arrays, gz=False)
+    damage(folder)
+    result = run_cli("train.py", "--data-dir", str(folder), "--run-dir", str(tmp_path / "run"))
+    assert_one_line_exit_2(result, expected)
+
+
+def test_npz_missing_keys(tmp_path, tiny_arrays):
+    np.savez(tmp_path / "d.npz", **dict(zip(NPZ_KEYS[:3], tiny_arrays[:3])))
+    result = run_cli("train.py", "--data-dir", str(tmp_path / "d.npz"), "--run-dir", str(tmp_path / "run"))
+    assert_one_line_exit_2(result, "missing key(s) y_test")
+
+
+def test_unwritable_output_dir(tmp_path, idx_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_cli("train.py", "--data-dir", str(idx_dir), "--run-dir", str(blocker / "run"))
+    assert_one_line_exit_2(result, f"run dir {blocker / 'run'} is not writable")
+
+
+def test_unknown_dataset_on_evaluate(tmp_path):
+    result = run_cli("evaluate.py", "--model", str(tmp_path), "--dataset", "svhn")
+    assert_one_line_exit_2(result, "invalid choice: 'svhn'")
+
+
+def test_model_path_that_is_not_a_model(tmp_path):
+    result = run_cli("-m", "keras_cvae", "generate", "--model", str(tmp_path), "--out", str(tmp_path / "g.png"))
+    assert_one_line_exit_2(result, "is neither a SavedModel version dir (saved_model.pb), a run dir (model.keras)")
+
+
+@pytest.mark.slow
+def test_images_of_the_wrong_size_for_a_loaded_model(tmp_path, idx_dir):
+    from keras_cvae.export import export_saved_model
+    from keras_cvae.models.cvae import CVAE
+
+    export_saved_model(CVAE(image_shape=(16, 16, 1), latent_dim=2, hidden_units=(8,)), tmp_path / "export")
+    result = run_cli(
+        "evaluate.py", "--model", str(tmp_path / "export" / "1"), "--dataset", "mnist", "--data-dir", str(idx_dir),
+        "--output", str(tmp_path / "out"), "--iw-samples", "1",
+    )
+    assert_one_line_exit_2(result, "the model takes (16, 16, 1) images but")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("train.py", "--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r"), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr

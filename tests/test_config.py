@@ -1,10 +1,12 @@
-"""Config validation and the JSON round trip."""
+"""Config: validation, the JSON round trip, and the one declaration of every setting."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from keras_cvae.config import ConfigError, ModelConfig, RunConfig, TrainConfig
+from keras_cvae.config import SECTIONS, TASKS, ConfigError, ModelConfig, RunConfig, TrainConfig, settings
 
 
 def test_json_round_trip(tmp_path):
@@ -43,3 +45,39 @@ def test_hidden_units_default_per_arch():
     assert ModelConfig(arch="mlp").resolved_hidden_units() == (400,)
     assert ModelConfig(arch="conv").resolved_hidden_units() == (128,)
     assert ModelConfig(hidden_units=[64, 32]).resolved_hidden_units() == (64, 32)
+
+
+def test_every_setting_is_declared_once_with_a_flag_and_help():
+    declared = settings()
+    flags = [flag for item in declared for flag in (item.switch or {item.flag: None})]
+    assert len(flags) == len(set(flags))
+    assert {(item.section, item.name) for item in declared} == {
+        (section, f.name) for section, klass in SECTIONS.items() for f in dataclasses.fields(klass)}
+    assert all(item.help and (item.parse or item.switch) for item in declared)
+
+
+def test_the_train_parser_is_generated_from_the_declarations():
+    from keras_cvae.cli.common import given_settings
+    from keras_cvae.cli.train import parser
+
+    args = parser().parse_args(["--hidden-units", "64,32", "--no-jit", "--objective", "gsnn", "--task", "completion"])
+    given = {item.name: value for item, value in given_settings(args)}
+    assert given == {"hidden_units": (64, 32), "jit_compile": False, "objective": "gsnn", "task": "completion"}
+    assert given_settings(parser().parse_args([])) == []  # left out: neither default nor saved value is overridden
+
+
+def test_a_setting_the_run_would_ignore_is_refused():
+    config = RunConfig()
+    by_name = {item.name: item for item in settings()}
+    config.refuse_unused([by_name["beta"], by_name["likelihood"]])  # a class run uses both
+    with pytest.raises(ConfigError, match="--quadrants does not apply to --task classes"):
+        config.refuse_unused([by_name["quadrants"]])
+    config.data.task, config.model.objective = "completion", "gsnn"
+    with pytest.raises(ConfigError, match="--kl-warmup does not apply to --objective baseline or gsnn"):
+        config.refuse_unused([by_name["kl_warmup"]])
+
+
+def test_the_task_registry_matches_the_task_choices():
+    from keras_cvae.tasks import TASKS as REGISTERED
+
+    assert tuple(REGISTERED) == TASKS

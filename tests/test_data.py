@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import idx_bytes, write_idx_folder
 from keras_cvae import data
-from keras_cvae.data import DataError, load_dataset, parse_idx
+from keras_cvae.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, load_dataset, parse_idx
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -185,3 +187,21 @@ def test_pipeline_order_depends_only_on_the_seed_and_the_epoch_number():
     assert len({tuple(o) for o in orders.values()}) == 3  # every epoch its own order
     assert order_at(2) == orders[2] and order_at(0) == orders[0]  # and the same one again
     assert sorted(orders[1]) == list(range(10))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=64), magic=st.sampled_from([IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC]))
+def test_idx_parser_never_crashes_on_random_bytes(data, magic):
+    try:
+        array = parse_idx(data, magic, "fuzz")
+    except DataError:
+        return
+    assert array.dtype == np.uint8 and array.ndim == magic & 0xFF
+
+
+@settings(max_examples=100, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=60 * 28 * 28 + 15))
+def test_idx_parser_on_every_truncation(cut):
+    blob = idx_bytes(np.zeros((60, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx(blob[:cut], IDX_IMAGES_MAGIC, "fuzz")

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, project_lines, run_cli
-from keras_cvae.callbacks import read_history
-from keras_cvae.distribute import backup_dir, has_backup, is_chief
+from keras_cvae.run_dir import RunDir
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -163,29 +162,13 @@ def wait_all(processes: list[subprocess.Popen], timeout: float) -> list[int]:
     return codes
 
 
-def test_chief_is_worker_zero_and_backups_are_per_worker(monkeypatch, tmp_path):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert is_chief() and backup_dir(tmp_path) == tmp_path / "backup" / "chief"
-    cluster = {"worker": ["a:1", "b:2"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
-    assert not is_chief() and backup_dir(tmp_path) == tmp_path / "backup" / "worker-1"
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["c:3"]},
-                                                "task": {"type": "worker", "index": 0}}))
-    assert not is_chief()
-    assert not has_backup(tmp_path)
-    (tmp_path / "backup" / "worker-1").mkdir(parents=True)
-    assert not has_backup(tmp_path)  # an emptied backup is no reason to resume
-    (tmp_path / "backup" / "worker-1" / "training_metadata.json").write_text("{}")
-    assert has_backup(tmp_path)
-
-
 @pytest.mark.slow
 def test_two_workers_train_and_only_the_chief_writes(fashion_dir, tmp_path):
     run_dir, export = tmp_path / "run", tmp_path / "export"
     codes = wait_all(start_workers(run_dir, export, epochs=1, limit=1000, log_dir=tmp_path), timeout=300)
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], [log[-800:] for log in logs]
-    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [1]
+    assert [row["epoch"] for row in RunDir(run_dir).read_history()] == [1]
     assert (run_dir / "model.keras").exists() and (run_dir / "samples" / "epoch_001.png").exists()
     assert (export / "1" / "saved_model.pb").exists() and not (export / "2").exists()
     assert not (run_dir / "backup").exists()  # removed once training finished
@@ -206,15 +189,15 @@ def test_killed_worker_resumes_from_backup_and_finishes_the_history(fashion_dir,
     time.sleep(1.0)
     workers[0].send_signal(signal.SIGKILL)  # …and the chief, stuck in a collective, is restarted too
     wait_all(workers, timeout=30)
-    done_before = len(read_history(run_dir / "history.csv"))
-    assert 1 <= done_before < epochs and has_backup(run_dir)
+    done_before = len(RunDir(run_dir).read_history())
+    assert 1 <= done_before < epochs and RunDir(run_dir).has_backup()
 
     for i in range(2):
         (tmp_path / f"worker{i}.log").rename(tmp_path / f"worker{i}.first.log")
     codes = wait_all(start_workers(run_dir, export, epochs=epochs, limit=2000, log_dir=tmp_path), timeout=300)
     chief_log = (tmp_path / "worker0.log").read_text()
     assert codes == [0, 0], chief_log[-800:]
-    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == list(range(1, epochs + 1))
+    assert [row["epoch"] for row in RunDir(run_dir).read_history()] == list(range(1, epochs + 1))
     assert "Epoch 1/" not in chief_log  # resumed from the backup, not from scratch
     assert (export / "1" / "saved_model.pb").exists()
 

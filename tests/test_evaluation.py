@@ -9,18 +9,26 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from keras_cvae.classifier import reference_classifier
 from keras_cvae.data import NPZ_KEYS, load_dataset
-from keras_cvae.evaluation import (
-    METRIC_KEYS,
+from keras_cvae.evaluation.classifier import reference_classifier
+from keras_cvae.evaluation.estimators import (
+    KerasBackend,
     conditional_accuracy,
     elbo_terms,
     generate_per_class,
     iw_log_likelihood,
-    load_model_for_evaluation,
     log_mean_exp,
     mean_pairwise_distance,
 )
+from keras_cvae.loading import load
+from keras_cvae.run_dir import locate
+
+# metrics.json keys of a class model, with their types (DESIGN.md's contract).
+CLASS_METRIC_TYPES = {
+    "task": str, "likelihood": str, "binarized": bool, "test_elbo": float, "test_reconstruction": float,
+    "test_kl": float, "test_nll_iw": float, "iw_samples": int, "num_test_images": int,
+    "conditional_accuracy": float, "per_class_accuracy": dict, "classifier_test_accuracy": float,
+}
 
 
 def test_log_mean_exp_is_stable_for_very_negative_values():
@@ -75,15 +83,15 @@ def test_iw_estimate_is_exact_when_the_proposal_is_the_exact_posterior(num_sampl
 
 def test_iw_estimate_with_log_prior_and_log_posterior_swapped_is_not_exact(monkeypatch):
     """The check above must catch an estimator that swaps log p(z) and log q(z | x)."""
-    from keras_cvae import evaluation
+    from keras_cvae.evaluation import estimators
     from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
 
     model = LinearGaussian()
     images = np.random.default_rng(1).normal(size=(7, 2, 2, 1)).astype(np.float32)
-    monkeypatch.setattr(evaluation, "gaussian_posterior", lambda mean, log_var: standard_normal_prior(*mean.shape))
-    monkeypatch.setattr(evaluation, "standard_normal_prior",
+    monkeypatch.setattr(estimators, "gaussian_posterior", lambda mean, log_var: standard_normal_prior(*mean.shape))
+    monkeypatch.setattr(estimators, "standard_normal_prior",
                         lambda n, dim: gaussian_posterior(*(np.float32(v) for v in model.encode(images, None))))
-    estimate = evaluation.iw_log_likelihood(model, images, np.zeros(7, np.int32), 5, np.random.default_rng(0))
+    estimate = estimators.iw_log_likelihood(model, images, np.zeros(7, np.int32), 5, np.random.default_rng(0))
     assert np.max(np.abs(estimate - model.log_evidence(images))) > 0.1
 
 
@@ -165,14 +173,14 @@ def trained(small_fashion, tmp_path_factory):
 
 @pytest.mark.slow
 def test_iw_bounds_against_the_elbo(trained, small_fashion):
-    loaded = load_model_for_evaluation(trained / "run")
+    backend = KerasBackend(load(locate(trained / "run")))
     dataset = load_dataset("fashion_mnist", small_fashion)
     x, y = dataset.x_test[:300].astype(np.float32) / 255.0, dataset.y_test[:300]
-    elbo = elbo_terms(loaded.backend, x, y, np.random.default_rng(1))["elbo"]
-    k1 = iw_log_likelihood(loaded.backend, x, y, 1, np.random.default_rng(2))
+    elbo = elbo_terms(backend, x, y, np.random.default_rng(1))["elbo"]
+    k1 = iw_log_likelihood(backend, x, y, 1, np.random.default_rng(2))
     stderr = np.sqrt(elbo.var(ddof=1) / len(x) + k1.var(ddof=1) / len(x))
     assert abs(k1.mean() - elbo.mean()) < 3 * stderr  # K=1 is an unbiased ELBO estimate
-    k50 = iw_log_likelihood(loaded.backend, x, y, 50, np.random.default_rng(3))
+    k50 = iw_log_likelihood(backend, x, y, 50, np.random.default_rng(3))
     assert -k50.mean() <= -elbo.mean()  # the IW bound is tighter: NLL_IW ≤ −ELBO
 
 
@@ -187,9 +195,9 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, tmp_p
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
 
-    types = {"iw_samples": int, "num_test_images": int, "per_class_accuracy": dict}
-    for key in METRIC_KEYS:
-        assert isinstance(a[key], types.get(key, float)), key
+    for key, kind in CLASS_METRIC_TYPES.items():
+        assert isinstance(a[key], kind), key
+    assert (a["task"], a["likelihood"], a["binarized"]) == ("classes", "bernoulli", False)
     assert a["num_test_images"] == 200 and a["iw_samples"] == 20
     assert len(a["per_class_accuracy"]) == 10
     assert a["test_nll_iw"] < -a["test_elbo"]
@@ -211,11 +219,11 @@ def test_evaluate_cli_compare(trained, small_fashion, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "comparison.md").read_text()
-    assert "| test ELBO |" in table and str(trained / "export" / "1") in table
+    assert "| test_elbo |" in table and "| conditional_accuracy |" in table and str(trained / "export" / "1") in table
     assert (tmp_path / "compared" / "metrics.json").is_file()
 
 
 def test_evaluate_cli_bad_model_path(tmp_path):
     result = run_cli("evaluate.py", "--model", str(tmp_path), "--dataset", "fashion_mnist")
     assert result.returncode == 2
-    assert "is neither a SavedModel version dir (saved_model.pb) nor a run dir (model.keras)" in result.stderr
+    assert "is neither a SavedModel version dir (saved_model.pb), a run dir (model.keras) nor a checkpoint" in result.stderr

@@ -14,12 +14,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, project_lines, run_cli, write_idx_folder
 from keras_cvae import export as export_module
-from keras_cvae.export import SIGNATURES, export_saved_model, next_version
-from keras_cvae.inference import load_generator, restyle
+from keras_cvae.export import export_saved_model, next_version
 from keras_cvae.models.cvae import CVAE
+from keras_cvae.serving_client import load_client
+from keras_cvae.tasks.classes import ClassesTask, restyle
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_signatures_match_the_in_memory_model(model, export_root):
     )
 
 
-def test_saved_model_cli_lists_signatures_and_dtypes(export_root):
+def test_saved_model_cli_lists_signatures_and_dtypes(model, export_root):
     cli = REPO_ROOT / ".venv" / "bin" / "saved_model_cli"
     command = [str(cli)] if cli.exists() else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
     result = subprocess.run(
@@ -93,7 +96,9 @@ def test_saved_model_cli_lists_signatures_and_dtypes(export_root):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for name in SIGNATURES:
+    names = set(ClassesTask().endpoints(model))
+    assert names == {"serving_default", "decode", "encode", "reconstruct", "log_likelihood"}
+    for name in names:
         assert f"signature_def['{name}']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]
     assert "inputs['labels']" in serving and "DT_INT32" in serving and "shape: (-1)" in serving
@@ -200,7 +205,7 @@ def test_interrupted_export_leaves_no_partial_version(model, tmp_path, monkeypat
 
 
 def test_inference_wrapper(model, export_root):
-    generator = load_generator(export_root)  # an export root resolves to its newest version
+    generator = load_client(export_root)  # an export root resolves to its newest version
     assert generator.latent_dim == 4 and generator.class_names == list("abcdefghij")
     images = generator.generate([2, 5], num=3, seed=7)
     assert images.shape == (6, 28, 28, 1)
@@ -218,7 +223,7 @@ def test_inference_wrapper(model, export_root):
 def test_restyle_decodes_each_z_under_every_label(model, export_root):
     images = np.random.default_rng(2).random((3, 28, 28, 1)).astype("float32")
     labels = np.array([4, 0, 7], "int32")
-    rows = restyle(load_generator(export_root), images, labels)
+    rows = restyle(load_client(export_root), images, labels)
     assert rows.shape == (3, 10, 28, 28, 1)
     z_mean, _ = model.encode(images, labels)
     for i in range(3):
@@ -248,4 +253,26 @@ def test_generate_cli_writes_a_grid(export_root, tmp_path):
     assert bad.returncode == 2
     assert project_lines(bad.stderr) == ["keras_cvae generate: error: --label 11 is out of range: labels must be in [0, 10)"]
     missing = run_cli("-m", "keras_cvae", "generate", "--model", str(tmp_path / "nope"), "--out", str(out))
-    assert missing.returncode == 2 and "is not a SavedModel version dir" in missing.stderr
+    assert missing.returncode == 2 and "is neither a SavedModel version dir" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory):
+    from keras_cvae.export import export_saved_model
+    from keras_cvae.models.cvae import CVAE
+
+    path = export_saved_model(CVAE(latent_dim=2, hidden_units=(8,)), tmp_path_factory.mktemp("export"))
+    return tf.saved_model.load(str(path)).signatures["serving_default"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(st.integers(min_value=-(2**31), max_value=2**31 - 1), max_size=8))
+def test_serving_labels_are_checked_in_the_graph(serving, labels):
+    try:
+        images = serving(labels=tf.constant(labels, tf.int32, shape=[len(labels)]))["images"].numpy()
+    except tf.errors.InvalidArgumentError as err:
+        assert any(not 0 <= v < 10 for v in labels)
+        assert "labels must be integers in [0, 10)" in str(err)
+        return
+    assert all(0 <= v < 10 for v in labels)
+    assert images.shape == (len(labels), 28, 28, 1)

@@ -15,6 +15,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_cvae.config import METRIC_NAMES
+
 tfd = tfp.distributions
 
 # The posterior's log-variance is squashed softly into [-LOG_VAR_BOUND, LOG_VAR_BOUND]
@@ -23,7 +25,6 @@ LOG_VAR_BOUND = 10.0
 # The Gaussian likelihood's per-pixel σ = MIN_PIXEL_SCALE + softplus(raw): a floor keeps the
 # density of pixels that are exactly 0 or 1 from growing without bound.
 MIN_PIXEL_SCALE = 0.01
-METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 # Noise draws one train step may make before the next step's seeds begin (see _seed_for_step).
 DRAWS_PER_STEP = 16
 

@@ -29,13 +29,13 @@ import tensorflow_probability as tfp
 from keras_cvae.config import OBJECTIVES
 from keras_cvae.models.base import VariationalModel, bernoulli_log_prob, bounded_log_var, gaussian_posterior
 from keras_cvae.models.networks import build_baseline, build_decoder, build_encoder
-from keras_cvae.quadrants import masked_input, visible_mask
+from keras_cvae.models.quadrants import masked_input, visible_mask
 
 tfd = tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="keras_cvae")
-class StructuredCVAE(VariationalModel):
+class CompletionCVAE(VariationalModel):
     """Conditional model p(y | x) = ∫ p(y | x, z) p(z | x, ŷ(x)) dz for image completion.
 
     Args:
@@ -50,7 +50,7 @@ class StructuredCVAE(VariationalModel):
         seed: int or None. Seed for the noise. Defaults to None.
 
     Example:
-        >>> model = StructuredCVAE(quadrants=2, objective="hybrid", alpha=0.5)
+        >>> model = CompletionCVAE(quadrants=2, objective="hybrid", alpha=0.5)
         >>> model.compile(optimizer="adam")
         >>> completed = model.complete(masked_images)  # one sample per image
     """
@@ -199,7 +199,12 @@ class StructuredCVAE(VariationalModel):
             logits = self.generation_logits(prior.mean() + prior.stddev() * eps, x)
         return self.visible * x + (1.0 - self.visible) * tf.sigmoid(logits)  # visible·x = the visible pixels
 
-    def log_weights(self, images: tf.Tensor, num_samples: int) -> tf.Tensor:
+    def baseline_log_likelihood(self, images: tf.Tensor) -> tf.Tensor:
+        """log p(y | ŷ(x)), the deterministic baseline's log-likelihood of the missing pixels, [N]."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        return self.missing_log_likelihood(images, self.baseline_logits(self.condition(images)))
+
+    def log_weights(self, images: tf.Tensor, num_samples: int | tf.Tensor) -> tf.Tensor:
         """[K, N] importance log-weights log p(y|x,z) + log p(z|x,ŷ) − log r(z), z ~ r, for the
         NCLL. The proposal r is the recognition network q(z|x,y,ŷ), except for the GSNN, which
         trains with q = p(z|x,ŷ) and never fits q: its proposal is the prior network (the weights
@@ -209,6 +214,7 @@ class StructuredCVAE(VariationalModel):
         logits = self.baseline_logits(x)
         if self.objective == "baseline":
             return self.missing_log_likelihood(images, logits)[tf.newaxis]
+        num_samples = tf.convert_to_tensor(num_samples, tf.int32)
         y_hat = tf.sigmoid(logits)
         prior = self.prior(x, y_hat)
         proposal = prior if self.objective == "gsnn" else self.posterior(images, x, y_hat)

@@ -9,15 +9,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from conftest import assert_keras_round_trip, project_lines, run_cli
-from keras_cvae.evaluation import conditional_nll
-from keras_cvae.export import COMPLETION_SIGNATURES, export_saved_model
-from keras_cvae.models.completion import StructuredCVAE
-from keras_cvae.quadrants import MASK_VALUE, masked_input, visible_mask
+from conftest import assert_keras_round_trip
+from keras_cvae.evaluation.estimators import conditional_nll
+from keras_cvae.models.completion import CompletionCVAE
+from keras_cvae.models.quadrants import MASK_VALUE, masked_input, visible_mask
 
 
-def small(objective: str = "cvae", quadrants: int = 1, **kwargs) -> StructuredCVAE:
-    return StructuredCVAE(quadrants=quadrants, objective=objective, latent_dim=3, hidden_units=(16,), seed=0, **kwargs)
+def small(objective: str = "cvae", quadrants: int = 1, **kwargs) -> CompletionCVAE:
+    return CompletionCVAE(quadrants=quadrants, objective=objective, latent_dim=3, hidden_units=(16,), seed=0, **kwargs)
 
 
 def images(n: int = 6, seed: int = 0) -> np.ndarray:
@@ -156,7 +155,7 @@ def test_ncll_baseline_is_its_own_nll_and_iw_bound_beats_elbo():
     assert np.mean(ncll) <= np.mean(neg_elbo)  # log p ≥ the IW bound ≥ the ELBO, in expectation
 
 
-def z_free_model(prior_mean: float, posterior_mean: float) -> StructuredCVAE:
+def z_free_model(prior_mean: float, posterior_mean: float) -> CompletionCVAE:
     """A cvae whose prior and recognition networks output constant unit Gaussians, N(prior_mean)
     and N(posterior_mean), and whose generation network ignores z: log p(y | x) is then exact,
     the generation network's log-likelihood at any z."""
@@ -173,7 +172,7 @@ def z_free_model(prior_mean: float, posterior_mean: float) -> StructuredCVAE:
     return model
 
 
-def exact_log_likelihood(model: StructuredCVAE, batch: np.ndarray) -> np.ndarray:
+def exact_log_likelihood(model: CompletionCVAE, batch: np.ndarray) -> np.ndarray:
     x = model.condition(batch)
     return model.missing_log_likelihood(batch, model.generation_logits(tf.zeros([len(batch), model.latent_dim]), x)).numpy()
 
@@ -211,72 +210,15 @@ def test_config_and_keras_file_round_trip(objective, tmp_path):
     assert_keras_round_trip(model, images(16), np.zeros(16, "int32"), tmp_path / "m.keras", same_completions)
 
 
-def test_export_has_a_complete_signature(tmp_path):
-    model = small("cvae", quadrants=2)
-    version = export_saved_model(model, tmp_path / "export", dataset="fashion_mnist")
-    loaded = tf.saved_model.load(str(version))
-    assert set(loaded.signatures) == set(COMPLETION_SIGNATURES)
-    batch = images(3)
-    masked = model.condition(batch)
-    completed = loaded.signatures["complete"](images=masked)["images"].numpy()
-    assert completed.shape == (3, 28, 28, 1) and completed.dtype == np.float32
-    visible = model.visible.astype(bool)
-    np.testing.assert_allclose(completed[:, visible], batch[:, visible], atol=1e-6)
-    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
-        loaded.signatures["complete"](images=tf.zeros((2, 16, 16, 1)))
 
 
 # ------------------------------------------------------------------------------------------
 # Command line and a short real run
 
 
-def test_cli_refuses_completion_models_for_class_conditional_runs(tmp_path):
-    done = run_cli("train.py", "--model", "gsnn", "--run-dir", str(tmp_path / "r"))
-    assert done.returncode == 2
-    assert project_lines(done.stderr) == ["train.py: error: --model gsnn is for --task quadrants (class-conditional runs are cvae)"]
 
 
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--likelihood", "gaussian"], "--likelihood does not apply to --task quadrants"),
-        (["--model", "gsnn", "--beta", "2"], "--beta does not apply to --model baseline or gsnn"),
-        (["--model", "baseline", "--kl-warmup", "3"], "--kl-warmup does not apply to --model baseline or gsnn"),
-        (["--model", "cvae", "--alpha", "0.3"], "--alpha does not apply to anything but --model hybrid"),
-        (["--arch", "conv"], "--task quadrants uses --arch mlp"),
-    ],
-    ids=["likelihood", "beta", "kl-warmup", "alpha", "arch"],
-)
-def test_flags_a_completion_run_would_ignore_are_refused(tmp_path, flags, message):
-    """Regression (defect 4): --beta, --likelihood, --kl-warmup and --arch conv were ignored."""
-    done = run_cli("train.py", "--task", "quadrants", *flags, "--run-dir", str(tmp_path / "r"))
-    lines = project_lines(done.stderr)
-    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], lines
-    assert not (tmp_path / "r").exists()
 
 
-def test_completion_only_flags_are_refused_for_class_runs(tmp_path):
-    done = run_cli("train.py", "--quadrants", "2", "--run-dir", str(tmp_path / "r"))
-    assert done.returncode == 2
-    assert project_lines(done.stderr) == ["train.py: error: --quadrants does not apply to --task classes; drop it"]
 
 
-@pytest.mark.slow
-def test_short_training_beats_a_baseline_trained_the_same_way(fashion_dir, tmp_path):
-    """Sohn et al.'s claim at its strongest point, 1 visible quadrant: the CVAE's −log p(y | x)
-    is below that of the deterministic baseline given the same data, epochs and seed."""
-    from keras_cvae.config import RunConfig
-    from keras_cvae.data import load_dataset
-    from keras_cvae.training import train
-
-    dataset = load_dataset("fashion_mnist")
-    test = dataset.x_test[:300].astype("float32") / 255.0
-    ncll = {}
-    for objective in ("cvae", "baseline"):
-        config = RunConfig()
-        config.data.dataset, config.data.task, config.data.quadrants = "fashion_mnist", "quadrants", 1
-        config.data.limit, config.model.objective, config.train.epochs = 6000, objective, 2
-        result = train(config, dataset, tmp_path / objective)
-        ncll[objective] = float(np.mean(conditional_nll(result.model, test, 20)))
-    assert (tmp_path / "cvae" / "samples" / "epoch_002.png").exists()
-    assert ncll["cvae"] < ncll["baseline"] - 2.0, ncll

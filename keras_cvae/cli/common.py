@@ -1,0 +1,114 @@
+"""What every command shares: a parser that reports errors in one line, the conversion of the
+project's own errors into one line and exit status 2, and the train flags generated from the
+config's declarations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from keras_cvae.config import ConfigError, RunConfig, Setting, settings
+from keras_cvae.data import DATASETS, DataError
+from keras_cvae.errors import NonFiniteLossError, UsageError
+
+EXIT_USAGE = 2
+EXIT_TRAINING_FAILED = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of dumping the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+def writable_dir(path: Path, what: str) -> None:
+    """Create `path` if needed and prove it writable, before any long work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # A uniquely named probe: workers of one multi-worker run check the same dir at once.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{what} {path} is not writable ({err.strerror or err})") from None
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The flags of a command that reads a saved model and its dataset's test images."""
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset of the test images (default: the model's)")
+    parser.add_argument("--data-dir", help="folder of the IDX files or .npz (the only source tried)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every noise draw (default 0)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Run `command`, turning the project's own input errors into one line and exit status 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return command(args)
+    except (UsageError, ConfigError, DataError, FileNotFoundError) as err:
+        if getattr(args, "debug", False):
+            raise
+        message = str(err).replace("\n", " ")
+        sys.stderr.write(f"{prog}: error: {message}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted; files already written are intact\n")
+        return 130
+    except NonFiniteLossError as err:
+        if getattr(args, "debug", False):
+            raise
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return EXIT_TRAINING_FAILED
+
+
+# ------------------------------------------------------------------------------------------
+# Flags generated from the config
+
+
+def _dest(item: Setting) -> str:
+    return f"{item.section}.{item.name}"
+
+
+def _argument_type(item: Setting) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return item.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = getattr(item.parse, "__name__", "value")  # argparse names the type in its errors
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared setting (`config.setting`); a flag left out is absent from the
+    parsed namespace, so defaults < saved config < command line can be told apart."""
+    for item in settings():
+        default = "" if item.default is None else f" (default {item.default})"
+        if item.switch:
+            for flag, value in item.switch.items():
+                parser.add_argument(flag, dest=_dest(item), action="store_const", const=value,
+                                    default=argparse.SUPPRESS, help=item.help if value != item.default else None)
+        else:
+            parser.add_argument(item.flag, dest=_dest(item), type=_argument_type(item), choices=item.choices,
+                                metavar=None if item.choices else item.name.upper(),
+                                default=argparse.SUPPRESS, help=item.help + default)
+
+
+def given_settings(args: argparse.Namespace) -> list[tuple[Setting, Any]]:
+    """The settings given on the command line, with their values."""
+    values = vars(args)
+    return [(item, values[_dest(item)]) for item in settings() if _dest(item) in values]
+
+
+def apply_settings(config: RunConfig, given: list[tuple[Setting, Any]]) -> None:
+    for item, value in given:
+        config.set(item, value)

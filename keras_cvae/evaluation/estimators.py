@@ -1,0 +1,182 @@
+"""Estimators for evaluation on the test set, shared by the tasks that use them.
+
+A class-conditional model is reached only through encode / decode / log_likelihood, which a
+SavedModel's signatures and an in-memory CVAE (`KerasBackend`) both provide, so the two give the
+same numbers for the same seed. All noise comes from one numpy generator.
+
+  ELBO      mean over test images of log p(x|z,c) − KL(q(z|x,c) ‖ p(z)), one z ~ q per image
+  IW NLL    −mean log p(x|c), estimated as log (1/K) Σ_k p(x|z_k,c) p(z_k) / q(z_k|x,c),
+            z_k ~ q (Burda et al. 2016): a tighter bound than the ELBO, ≥ it in expectation.
+            Cost: K decoder passes per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_cvae.evaluation.classifier import ReferenceClassifier
+from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
+from keras_cvae.models.cvae import CVAE
+
+ROWS_PER_CALL = 8192  # decoder rows per call in the IW loops: bounded memory at any K
+
+
+class ClassModel(Protocol):
+    """What evaluation needs of a class-conditional model; SavedModelClient and KerasBackend
+    both provide it."""
+
+    class_names: Sequence[str]
+    num_classes: int
+    latent_dim: int
+    image_shape: tuple[int, ...]
+
+    def encode(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def decode(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray: ...
+    def log_likelihood(self, images: np.ndarray, labels: np.ndarray, z: np.ndarray) -> np.ndarray: ...
+
+
+class KerasBackend:
+    """An in-memory CVAE behind the ClassModel interface (numpy in, numpy out, compiled calls)."""
+
+    def __init__(self, model: CVAE) -> None:
+        self.model = model
+        self.class_names = list(model.class_names)
+        self.num_classes = model.num_classes
+        self.latent_dim = model.latent_dim
+        self.image_shape = model.image_shape
+        self._encode = tf.function(model.encode, reduce_retracing=True)
+        self._decode = tf.function(model.decode, reduce_retracing=True)
+        self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
+
+    def encode(self, images, labels):
+        z_mean, z_log_var = self._encode(tf.constant(images, tf.float32), tf.constant(labels, tf.int32))
+        return z_mean.numpy(), z_log_var.numpy()
+
+    def decode(self, z, labels):
+        return self._decode(tf.constant(z, tf.float32), tf.constant(labels, tf.int32)).numpy()
+
+    def log_likelihood(self, images, labels, z):
+        return self._log_likelihood(
+            tf.constant(images, tf.float32), tf.constant(labels, tf.int32), tf.constant(z, tf.float32)
+        ).numpy()
+
+
+# ------------------------------------------------------------------------------------------
+# Estimators
+
+
+def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """log(mean(exp(values))) along `axis`, stable for very negative values (subtracts the max)."""
+    values = np.asarray(values, np.float64)
+    peak = np.max(values, axis=axis, keepdims=True)
+    return np.squeeze(peak, axis) + np.log(np.mean(np.exp(values - peak), axis=axis))
+
+
+def _kl_to_prior(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
+    posterior = gaussian_posterior(tf.constant(z_mean), tf.constant(z_log_var))
+    prior = standard_normal_prior(z_mean.shape[0], z_mean.shape[1])
+    return tfp.distributions.kl_divergence(posterior, prior).numpy()
+
+
+def _batches(num: int, size: int, title: str) -> list[slice]:
+    print(title, flush=True)
+    return [slice(start, min(start + size, num)) for start in range(0, num, size)]
+
+
+def elbo_terms(
+    backend: ClassModel, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, batch_size: int = 1000
+) -> dict[str, np.ndarray]:
+    """Per-image reconstruction (−log p(x|z,c), one z ~ q), KL (closed form) and ELBO."""
+    reconstruction, kl = [], []
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    for part in _batches(len(images), batch_size, "ELBO"):
+        z_mean, z_log_var = backend.encode(images[part], labels[part])
+        eps = rng.standard_normal(z_mean.shape).astype(np.float32)
+        z = z_mean + np.exp(0.5 * z_log_var) * eps
+        reconstruction.append(-backend.log_likelihood(images[part], labels[part], z))
+        kl.append(_kl_to_prior(z_mean, z_log_var))
+        progress.add(part.stop - part.start)
+    reconstruction, kl = np.concatenate(reconstruction), np.concatenate(kl)
+    return {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)}
+
+
+def iw_log_likelihood(
+    backend: ClassModel, images: np.ndarray, labels: np.ndarray, num_samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Per-image importance-weighted estimate of log p(x | c) with `num_samples` draws from q."""
+    per_call = max(1, ROWS_PER_CALL // num_samples)
+    estimates = []
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    for part in _batches(len(images), per_call, f"importance-weighted log-likelihood, K={num_samples}"):
+        x, y = images[part], labels[part]
+        n = len(x)
+        z_mean, z_log_var = backend.encode(x, y)
+        posterior = gaussian_posterior(tf.constant(z_mean), tf.constant(z_log_var))
+        eps = rng.standard_normal((num_samples, n, backend.latent_dim)).astype(np.float32)
+        z = z_mean[None] + np.exp(0.5 * z_log_var)[None] * eps  # [K, n, L]
+        log_q = posterior.log_prob(z).numpy()  # broadcasts over K: [K, n]
+        log_prior = standard_normal_prior(n, backend.latent_dim).log_prob(z).numpy()
+        log_px = backend.log_likelihood(
+            np.tile(x, (num_samples, 1, 1, 1)), np.tile(y, num_samples), z.reshape(-1, backend.latent_dim)
+        ).reshape(num_samples, n)
+        estimates.append(log_mean_exp(log_px + log_prior - log_q, axis=0))
+        progress.add(n)
+    return np.concatenate(estimates)
+
+
+def conditional_nll(model, images: np.ndarray, num_samples: int) -> np.ndarray:
+    """Per-image −log p(y | x) of a completion model (anything with `log_weights(images, K)`:
+    a CompletionCVAE or a SavedModelClient of one), nats summed over the missing pixels.
+
+    Importance sampling with the recognition network as proposal:
+    −log (1/K) Σ_k p(y|x,z_k) p(z_k|x,ŷ) / q(z_k|x,y,ŷ), z_k ~ q, through the stable
+    log-mean-exp. A baseline model has no z: its figure is its own Bernoulli NLL.
+    """
+    per_call = max(1, ROWS_PER_CALL // num_samples)
+    estimates = []
+    progress = keras.utils.Progbar(len(images), unit_name="image")
+    for part in _batches(len(images), per_call, f"conditional log-likelihood, K={num_samples}"):
+        log_weights = np.asarray(model.log_weights(images[part], num_samples))
+        estimates.append(-log_mean_exp(log_weights, axis=0))
+        progress.add(part.stop - part.start)
+    return np.concatenate(estimates)
+
+
+def generate_per_class(backend: ClassModel, num_per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """`num_per_class` samples of every class, [classes, num, H, W, C], z ~ N(0, I) from `rng`."""
+    labels = np.repeat(np.arange(backend.num_classes, dtype=np.int32), num_per_class)
+    z = rng.standard_normal((len(labels), backend.latent_dim)).astype(np.float32)
+    images = backend.decode(z, labels)
+    return images.reshape(backend.num_classes, num_per_class, *images.shape[1:])
+
+
+def conditional_accuracy(samples: np.ndarray, classifier: ReferenceClassifier) -> tuple[float, list[float]]:
+    """How often the reference classifier sees the asked-for class in samples [classes, num, ...]."""
+    num_classes, num = samples.shape[:2]
+    predicted = classifier.predict(samples.reshape(num_classes * num, *samples.shape[2:]))
+    hits = (predicted.reshape(num_classes, num) == np.arange(num_classes)[:, None])
+    return float(hits.mean()), [float(v) for v in hits.mean(axis=1)]
+
+
+def mean_pairwise_distance(images: np.ndarray) -> float:
+    """Mean Euclidean distance between all pairs of images (pixels in [0, 1])."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    squared = np.sum(flat**2, axis=1)
+    d2 = np.maximum(squared[:, None] + squared[None, :] - 2.0 * flat @ flat.T, 0.0)
+    n = len(flat)
+    return float(np.sqrt(d2)[np.triu_indices(n, k=1)].mean())
+
+
+def pca_2d(points: np.ndarray) -> np.ndarray:
+    """Project onto the two leading principal components (the points themselves when 2-D)."""
+    if points.shape[1] <= 2:
+        return points
+    centred = points - points.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T

@@ -1,0 +1,122 @@
+"""What a task is: the interface every task module implements, and the in-graph input checks
+their serving signatures share.
+
+A task owns everything that differs between kinds of model: building the model for a config and
+a dataset, its sample-grid callback, its serving signatures and export assets, its evaluation
+(metrics, figures, report) and its `generate` picture. Training, export, evaluation and the
+command line ask the registry (`keras_cvae.tasks`) for the task and call these methods; nothing
+else branches on the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_cvae.config import RunConfig
+from keras_cvae.data import LoadedDataset
+from keras_cvae.models.base import VariationalModel
+from keras_cvae.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One serving signature: a function of tensors and the specs of its inputs."""
+
+    function: Callable[..., dict[str, tf.Tensor]]
+    input_signature: list[tf.TensorSpec]
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What `evaluate.py` asks of any task's evaluation."""
+
+    dataset_name: str
+    model_name: str
+    iw_samples: int = 100
+    seed: int = 0
+    limit: int | None = None
+
+
+class Task:
+    """The interface of a task module (see the module docstring). `name` is the `--task` value
+    and `model_class` the Keras model it trains."""
+
+    name: str
+    model_class: type[VariationalModel]
+
+    def build_model(self, config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
+        raise NotImplementedError
+
+    def sample_callback(self, model: VariationalModel, config: RunConfig, dataset: LoadedDataset,
+                        run_dir: RunDir, validation_images: np.ndarray) -> keras.callbacks.Callback:
+        """The callback that draws `samples/epoch_NNN.png` after every epoch."""
+        raise NotImplementedError
+
+    def endpoints(self, model: VariationalModel) -> dict[str, Endpoint]:
+        """The SavedModel's signatures, by name."""
+        raise NotImplementedError
+
+    def assets(self, model: VariationalModel) -> dict[str, str]:
+        """Extra files for the export's assets/ (name → text), beside config.json."""
+        return {}
+
+    def evaluate(self, model: Any, dataset: LoadedDataset, output: Path, options: EvaluationOptions,
+                 history: list[dict[str, float]] | None = None) -> dict[str, Any]:
+        """Every metric on the test set; writes metrics.json, report.md and the figures to
+        `output`. `model` is what `run_dir.load` returned (a Keras model or a SavedModelClient)."""
+        raise NotImplementedError
+
+    def needs_test_images(self, args: argparse.Namespace) -> bool:
+        """Whether `generate` with these flags draws on the dataset's test images."""
+        raise NotImplementedError
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """One line of the headline numbers, for the command line."""
+        raise NotImplementedError
+
+    def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
+        """The `generate` command's picture, as a matplotlib figure; a UsageError for a flag
+        that does not apply to this task. `dataset` is loaded only when `needs_test_images`."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------
+# In-graph checks for serving signatures: a signature call does not enforce its declared
+# shapes at run time, so wrong shapes, labels and batch mismatches fail here with messages.
+
+
+def checked_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    message = f"labels must be integers in [0, {num_classes}) (0 to {num_classes - 1})"
+    checks = [
+        tf.debugging.assert_non_negative(labels, message=message),
+        tf.debugging.assert_less(labels, tf.constant(num_classes, tf.int32), message=message),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(labels)
+
+
+def shape_check(tensor: tf.Tensor, name: str, item_shape: tuple[int, ...]) -> tf.Operation:
+    """An assert that `tensor` is N × `item_shape`, its message naming the expected shape."""
+    shape = "×".join(["N", *map(str, item_shape)])
+    return tf.debugging.assert_equal(
+        tf.shape(tensor)[1:], tf.constant(item_shape, tf.int32), message=f"{name} must have shape {shape}"
+    )
+
+
+def checked(tensor: tf.Tensor, name: str, item_shape: tuple[int, ...], batch_of: tf.Tensor | None = None,
+            batch_name: str = "labels") -> tf.Tensor:
+    """`tensor` after asserting its per-item shape (and, given `batch_of`, that its batch matches)."""
+    checks = [shape_check(tensor, name, item_shape)]
+    if batch_of is not None:
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(tensor)[0], tf.shape(batch_of)[0], message=f"{name} and {batch_name} must have the same batch size"))
+    with tf.control_dependencies(checks):
+        return tf.identity(tensor)
