@@ -171,6 +171,7 @@ class TrainConfig:
     jit_compile: bool | None = setting(
         None, "XLA-compile the train step (default: on a GPU, and on a CPU for --arch mlp in float32)",
         switch={"--jit": True, "--no-jit": False}, resumable=True)
+    keep_checkpoints: int = setting(2, "how many of the newest epoch checkpoints to keep", parse=int, resumable=True)
     steps_per_execution: int = setting(32, "train steps per compiled call; callbacks see every Nth batch",
                                        parse=int, resumable=True)
     mixed_precision: bool = setting(False, "compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32)",
@@ -189,6 +190,8 @@ class TrainConfig:
             raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
         if self.steps_per_execution < 1:
             raise ConfigError(f"--steps-per-execution must be at least 1, got {self.steps_per_execution}")
 

@@ -164,7 +164,8 @@ def _train(
         if tc.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir.tensorboard_dir), write_graph=False))
         callbacks.append(get_task(config.data.task).sample_callback(model, config, dataset, run_dir, x_val))
-        callbacks.append(EpochCheckpoint(run_dir))  # last: the epoch's other files are already written
+        # Last: the epoch's other files are already written.
+        callbacks.append(EpochCheckpoint(run_dir, keep=tc.keep_checkpoints))
     if initial_epoch < tc.epochs:
         model.fit(
             train_data,
