@@ -124,5 +124,20 @@ def test_train_evaluate_and_generate_a_completion_model_from_the_cli(tmp_path, f
     grid = tmp_path / "completions.png"
     done = run_cli("-m", "keras_cvae", "generate", "--model", str(export / "1"), "--from-test", "4", "--out", str(grid))
     assert done.returncode == 0 and grid.is_file(), done.stderr[-3000:]
-    refused = run_cli("-m", "keras_cvae", "generate", "--model", str(export / "1"), "--label", "3", "--out", str(grid))
-    assert refused.returncode == 2 and "--label and --style-from are for class-conditional models" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"label": "3", "from_test": 2}, "--label and --style-from are for class-conditional models"),
+     ({"style_from": 0, "from_test": 2}, "--label and --style-from are for class-conditional models"),
+     ({}, "pass --from-test N")],
+)
+def test_generate_refuses_class_flags_and_needs_test_images(overrides, message):
+    import argparse
+
+    from keras_cvae.errors import UsageError
+
+    args = argparse.Namespace(**({"label": "all", "num": 2, "seed": 0, "style_from": None, "from_test": None} | overrides))
+    assert CompletionTask().needs_test_images(args)
+    with pytest.raises(UsageError, match=message):
+        CompletionTask().generate(small("cvae"), args, None)
