@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
+from keras_cvae.errors import UsageError
 from keras_cvae.models.base import VariationalModel
 from keras_cvae.run_dir import RunDir
 
@@ -86,6 +87,14 @@ class Task:
         """The `generate` command's picture, as a matplotlib figure; a UsageError for a flag
         that does not apply to this task. `dataset` is loaded only when `needs_test_images`."""
         raise NotImplementedError
+
+
+def check_image_shape(image_shape: tuple[int, ...], dataset: LoadedDataset) -> None:
+    """A UsageError when the model's images and the dataset's test images differ in shape."""
+    if tuple(dataset.x_test.shape[1:]) != tuple(image_shape):
+        raise UsageError(
+            f"the model takes {tuple(image_shape)} images but {dataset.source} has "
+            f"{tuple(dataset.x_test.shape[1:])}; evaluate on the dataset the model was trained on")
 
 
 # ------------------------------------------------------------------------------------------

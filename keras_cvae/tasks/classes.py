@@ -38,7 +38,14 @@ from keras_cvae.plotting import (
     tile,
 )
 from keras_cvae.run_dir import RunDir
-from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, checked, checked_labels
+from keras_cvae.tasks.base import (
+    Endpoint,
+    EvaluationOptions,
+    Task,
+    check_image_shape,
+    checked,
+    checked_labels,
+)
 
 CLASS_NAMES_ASSET = "class_names.txt"
 
@@ -166,10 +173,7 @@ class ClassesTask(Task):
     def evaluate(self, model: Any, dataset: LoadedDataset, output: Path, options: EvaluationOptions,
                  history: list[dict[str, float]] | None = None, samples_per_class: int = 100) -> dict[str, Any]:
         backend: ClassModel = KerasBackend(model) if isinstance(model, CVAE) else model
-        if tuple(dataset.x_test.shape[1:]) != tuple(backend.image_shape):
-            raise UsageError(
-                f"the model takes {tuple(backend.image_shape)} images but {dataset.source} has "
-                f"{tuple(dataset.x_test.shape[1:])}; evaluate on the dataset the model was trained on")
+        check_image_shape(backend.image_shape, dataset)
         classifier = reference_classifier(dataset, options.dataset_name)
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         y_test = dataset.y_test[:options.limit]

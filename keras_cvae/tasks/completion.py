@@ -24,7 +24,7 @@ from keras_cvae.models.completion import CompletionCVAE
 from keras_cvae.models.quadrants import masked_input, visible_mask
 from keras_cvae.plotting import completion_figure, save_figure
 from keras_cvae.run_dir import RunDir
-from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, checked, shape_check
+from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, check_image_shape, checked, shape_check
 
 SAMPLES_PER_ROW = 6
 
@@ -128,10 +128,7 @@ class CompletionTask(Task):
 
     def evaluate(self, model: Any, dataset: LoadedDataset, output: Path, options: EvaluationOptions,
                  history: list[dict[str, float]] | None = None) -> dict[str, Any]:
-        if tuple(dataset.x_test.shape[1:]) != tuple(model.image_shape):
-            raise UsageError(
-                f"the model takes {tuple(model.image_shape)} images but {dataset.source} has "
-                f"{tuple(dataset.x_test.shape[1:])}; evaluate on the dataset the model was trained on")
+        check_image_shape(model.image_shape, dataset)
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         ncll = conditional_nll(model, x_test, options.iw_samples)
         baseline_ncll = -np.concatenate([np.asarray(model.baseline_log_likelihood(x_test[i:i + 1000]))
