@@ -1,7 +1,7 @@
 """Loading whatever `run_dir.locate` found: the one way every command gets a model.
 
-A run dir or checkpoint gives its Keras model (safe mode: no code runs; every keras_cvae class
-is registered by importing keras_cvae.models); an export gives a `SavedModelClient`, which only
+A run dir or checkpoint gives its Keras model (safe mode: no code runs; importing keras_cvae
+registered every class it can name as soon as Keras was imported); an export gives a `SavedModelClient`, which only
 calls the SavedModel's signatures. Each task's methods accept either.
 """
 
@@ -19,7 +19,5 @@ def load(location: ModelLocation) -> Any:
     if location.kind == "export":
         return SavedModelClient(location.path)
     import keras
-
-    import keras_cvae.models  # noqa: F401  (registers every class a .keras file can name)
 
     return keras.saving.load_model(location.path, safe_mode=True)

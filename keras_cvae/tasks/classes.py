@@ -102,6 +102,11 @@ def restyle(model: ClassModel, images: np.ndarray, labels) -> np.ndarray:
     return decoded.reshape(len(z_mean), len(every), *decoded.shape[1:])
 
 
+def as_class_model(model: Any) -> ClassModel:
+    """What `run_dir`'s loading gave (an in-memory CVAE or a SavedModelClient) as a ClassModel."""
+    return KerasBackend(model) if isinstance(model, CVAE) else model
+
+
 class ClassesTask(Task):
     name = "classes"
     model_class = CVAE
@@ -172,7 +177,7 @@ class ClassesTask(Task):
 
     def evaluate(self, model: Any, dataset: LoadedDataset, output: Path, options: EvaluationOptions,
                  history: list[dict[str, float]] | None = None, samples_per_class: int = 100) -> dict[str, Any]:
-        backend: ClassModel = KerasBackend(model) if isinstance(model, CVAE) else model
+        backend = as_class_model(model)
         check_image_shape(backend.image_shape, dataset)
         classifier = reference_classifier(dataset, options.dataset_name)
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
@@ -301,7 +306,7 @@ class ClassesTask(Task):
     def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
         if args.from_test is not None:
             raise UsageError("--from-test is for image-completion models; use --label or --style-from")
-        backend: ClassModel = KerasBackend(model) if isinstance(model, CVAE) else model
+        backend = as_class_model(model)
         names = list(backend.class_names)
         if args.style_from is not None:
             if not 0 <= args.style_from < len(dataset.x_test):
