@@ -7,3 +7,7 @@ class UsageError(Exception):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; nothing after the last good epoch was written."""
+
+
+class DataError(ValueError):
+    """Data is missing, corrupt or of the wrong shape; the message names the file and the fix."""

@@ -41,6 +41,46 @@ def write_idx_folder(folder: Path, x_train, y_train, x_test, y_test, gz: bool = 
     return folder
 
 
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def shape_image(shape: str, colour: str, size: float, side: int = 16) -> np.ndarray:
+    """An RGBA picture: a coloured square or bar of half-width `size` px on a transparent ground."""
+    image = np.zeros((side, side, 4), np.uint8)
+    half, centre = int(size), side // 2
+    rows = slice(centre - half, centre + half) if shape == "square" else slice(2, side - 2)
+    cols = slice(centre - half, centre + half) if shape == "square" else slice(centre - half // 2, centre + half // 2 + 1)
+    image[rows, cols] = (*COLOURS[colour], 255)
+    return image
+
+
+def write_shapes_folder(root: Path, count: int = 240, side: int = 16, seed: int = 0) -> Path:
+    """An image folder with metadata.csv: RGBA PNGs, two categorical conditions (shape, colour)
+    and one continuous (size, uniform in [2, 6] px)."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = ["file_name,shape,colour,size"]
+    for i in range(count):
+        shape, colour, size = ("square", "bar")[i % 2], tuple(COLOURS)[(i // 2) % 3], rng.uniform(2, 6)
+        Image.fromarray(shape_image(shape, colour, size, side), "RGBA").save(root / f"{i:04d}.png")
+        lines.append(f"{i:04d}.png,{shape},{colour},{size:.4f}")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_class_folders(root: Path, images: np.ndarray, labels: np.ndarray, names: list[str]) -> Path:
+    """`root/<name>/<i>.png` for uint8 images [N, H, W] or [N, H, W, 3]: Keras's class-folder layout."""
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / names[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(image, np.uint8)).save(folder / f"{i:05d}.png")
+    return root
+
+
 @pytest.fixture
 def tiny_arrays():
     rng = np.random.default_rng(0)

@@ -17,9 +17,9 @@ def test_idx_folder_round_trip(tmp_path, tiny_arrays, gz):
     write_idx_folder(tmp_path, *tiny_arrays, gz=gz)
     loaded = load_dataset("mnist", tmp_path)
     np.testing.assert_array_equal(loaded.x_train[..., 0], tiny_arrays[0])
-    np.testing.assert_array_equal(loaded.y_test, tiny_arrays[3])
+    np.testing.assert_array_equal(loaded.y_test[:, 0], tiny_arrays[3])  # one condition column, labels
     assert loaded.x_train.shape == (60, 28, 28, 1) and loaded.x_train.dtype == np.uint8
-    assert loaded.y_train.dtype == np.int32
+    assert loaded.y_train.shape == (60, 1) and loaded.y_train.dtype == np.float32
     assert loaded.class_names == tuple("0123456789")
 
 
