@@ -71,7 +71,8 @@ def load_arrays(dataset: str, data_dir: str | None):
     from keras_cvae.data import load_dataset
 
     data = load_dataset(dataset, data_dir)
-    return data.x_train, data.y_train, data.x_test, data.y_test
+    # Class data has one condition: its labels as integers [N], which every contender takes.
+    return data.x_train, data.y_train[:, 0].astype("int32"), data.x_test, data.y_test[:, 0].astype("int32")
 
 
 class StepLog:
@@ -153,7 +154,7 @@ def run_keras_cvae(variants: set[str], arch: str, arrays, epochs: int, mixed_pre
     if "keras_rng" in variants:
         use_keras_random_normal()
     keras.utils.set_random_seed(0)
-    dataset = LoadedDataset(x_train, y_train, x_test, y_test, class_names=tuple(str(i) for i in range(10)), source="")
+    dataset = LoadedDataset.from_labels(x_train, y_train, x_test, y_test, class_names=tuple(str(i) for i in range(10)))
     with precision_policy(config.train.mixed_precision):
         model = build_model(config, dataset)
         if "keras_adam" in variants:

@@ -25,7 +25,7 @@ TASKS = ("classes", "completion")
 QUADRANT_COUNTS = (1, 2, 3)
 OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see models/completion.py
 KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
@@ -41,6 +41,18 @@ def hidden_units(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"expected integers like 400 or 512,256, got {text!r}") from None
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """`--image-size` text `HxW` (or one number for a square) as (height, width)."""
+    parts = text.lower().split("x")
+    try:
+        height, width = (int(parts[0]), int(parts[0])) if len(parts) == 1 else map(int, parts)
+    except ValueError:
+        raise ValueError(f"expected HxW like 32x32, got {text!r}") from None
+    if height < 4 or width < 4:
+        raise ValueError(f"images must be at least 4×4, got {text!r}")
+    return height, width
 
 
 def setting(
@@ -84,10 +96,18 @@ def _has_kl(config: RunConfig) -> bool:
 class DataConfig:
     """Where the data comes from and how much of it is used."""
 
-    dataset: str = setting("mnist", "dataset: mnist or fashion_mnist", parse=str)
+    dataset: str | None = setting(
+        None, "dataset name: mnist or fashion_mnist (default mnist; an image folder's own name)", parse=str)
     data_dir: str | None = setting(
-        None, "folder of the four IDX files (.gz or raw) or a Keras-style .npz; the only source tried",
-        parse=str, resumable=True)
+        None, "the four IDX files (.gz or raw), a Keras-style .npz, or an image folder (class subfolders or "
+        "metadata.csv); the only source tried", parse=str, resumable=True)
+    conditions: str | None = setting(
+        None, "metadata.csv columns to condition on, NAME[:categorical|continuous],… (default: every column)",
+        parse=str)
+    image_size: tuple[int, int] | None = setting(None, "resize every image to HxW (antialiased)",
+                                                 parse=_image_size)
+    test_fraction: float = setting(0.1, "share of an image folder without a split column held out for testing",
+                                   parse=float)
     limit: int | None = setting(None, "use only the first N training images", parse=int)
     validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
     task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it",
@@ -95,7 +115,13 @@ class DataConfig:
     quadrants: int = setting(1, "visible quadrants for --task completion", parse=int, choices=QUADRANT_COUNTS,
                              used_when=(_completion, "--task classes"))
 
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            self.image_size = tuple(int(side) for side in self.image_size)
+
     def validate(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.quadrants not in QUADRANT_COUNTS:

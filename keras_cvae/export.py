@@ -5,13 +5,14 @@ writes them. Every signature has a dynamic batch dimension and declares its shap
 signature call does not enforce declared shapes at run time, the task's functions also assert
 them in the graph. No Python-function ops, so TF Serving (CPU or GPU) runs it, and
 `tf.saved_model.load` loads it without keras_cvae installed. `assets/config.json` carries the
-task, the model's config and the dataset.
+task, the model's config, the dataset and its data settings.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -38,14 +39,16 @@ def build_archive(model: VariationalModel) -> keras.export.ExportArchive:
 
 
 def export_saved_model(
-    model: VariationalModel, export_root: str | Path, version: int | None = None, dataset: str | None = None
+    model: VariationalModel, export_root: str | Path, version: int | None = None, dataset: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` as `<export_root>/<version>/`, atomically, and return the version dir.
 
     The SavedModel is written into a hidden directory beside the version dir and renamed into
     place only when complete, so TF Serving never sees, and an interruption never leaves, a
     partial version. Without `version` it takes the next free number at the moment of the
-    rename, so concurrent exports to one root each get their own.
+    rename, so concurrent exports to one root each get their own. `data` (the run's DataConfig
+    fields) lets evaluation find the same test images again.
     """
     root = Path(export_root)
     model = model.float32_copy()  # a mixed-precision model is served in float32
@@ -56,7 +59,7 @@ def export_saved_model(
         archive.write_out(str(directory), verbose=False)
         assets = directory / "assets"
         assets.mkdir(exist_ok=True)
-        config = {"task": task.name, "model": model.get_config(), "dataset": dataset}
+        config = {"task": task.name, "model": model.get_config(), "dataset": dataset, "data": data}
         (assets / EXPORT_CONFIG_ASSET).write_text(json.dumps(config, indent=2) + "\n")
         for name, text in task.assets(model).items():
             (assets / name).write_text(text)

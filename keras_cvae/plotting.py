@@ -37,9 +37,11 @@ def sample_grid_figure(
     images: np.ndarray, row_labels: Sequence[str], title: str | None = None,
     column_labels: Sequence[str] | None = None,
 ) -> plt.Figure:
-    """A grid of images in [0, 1], shape [rows, cols, H, W, C], with each row labelled."""
+    """A grid of images in [0, 1], shape [rows, cols, H, W, C] (grey or RGB), with each row
+    labelled. A cell gets at least one screen pixel per image pixel, so large images stay sharp."""
     rows, cols, height, width, _ = images.shape
-    figure, axes = plt.subplots(figsize=(0.6 * cols + 1.6, 0.6 * rows + 0.6))
+    cell = max(0.6, max(height, width) / 100)  # inches, at 100 dpi
+    figure, axes = plt.subplots(figsize=(cell * cols + 1.6, cell * rows + 0.6))
     axes.imshow(tile(np.clip(images, 0.0, 1.0)), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_yticks([r * (height + 1) + height / 2 for r in range(rows)], list(row_labels))
     if column_labels is not None:

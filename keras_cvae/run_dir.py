@@ -10,6 +10,7 @@ command line can refuse a wrong path at once; `load(location)` then loads the mo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -66,6 +67,11 @@ class RunDir:
     @property
     def model_path(self) -> Path:
         return self.path / "model.keras"
+
+    @property
+    def test_files_path(self) -> Path:
+        """An image folder's held-out test images, one path per line (the split's record)."""
+        return self.path / "test_files.txt"
 
     @property
     def elbo_curve_path(self) -> Path:
@@ -170,6 +176,8 @@ class ModelLocation:
     run_dir: RunDir | None
     default_output: Path
     export_config: dict[str, Any] | None = None
+    # The run's data settings (DataConfig's fields: data_dir, conditions, image_size, …), when known.
+    data: dict[str, Any] | None = None
 
 
 def is_saved_model_dir(path: str | Path) -> bool:
@@ -200,7 +208,7 @@ def read_export_config(version_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {err}") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise ConfigError(f"{path} is not a keras_cvae export config (no \"model\" section)")
-    config.setdefault("task", "classes" if "num_classes" in config["model"] else "completion")
+    config.setdefault("task", "completion" if "quadrants" in config["model"] else "classes")
     return config
 
 
@@ -223,7 +231,7 @@ def locate(path: str | Path) -> ModelLocation:
             f"nor a checkpoint (.keras)") from None
     config = read_export_config(version_dir)
     return ModelLocation("export", version_dir, config["task"], config.get("dataset"), None,
-                         version_dir.with_name(f"{version_dir.name}-evaluation"), config)
+                         version_dir.with_name(f"{version_dir.name}-evaluation"), config, config.get("data"))
 
 
 def _located(kind: str, path: Path, run_dir: RunDir | None, output: Path) -> ModelLocation:
@@ -231,4 +239,5 @@ def _located(kind: str, path: Path, run_dir: RunDir | None, output: Path) -> Mod
         raise UsageError(f"{path} has no config.json beside it, so its task and dataset are unknown; "
                          f"give the run dir it was trained in")
     config = run_dir.load_config()
-    return ModelLocation(kind, path, config.data.task, config.data.dataset, run_dir, output)
+    return ModelLocation(kind, path, config.data.task, config.data.dataset, run_dir, output,
+                         data=dataclasses.asdict(config.data))

@@ -3,6 +3,7 @@
     from keras_cvae.serving_client import load_client
     client = load_client("saved_models/fashion_mnist-mlp/1")
     images = client.generate([0, 7], num=4, seed=1)    # [8, 28, 28, 1] float32 in [0, 1]
+    images = client.generate({"labels": ["Bag", "Sandal"]})  # category names work too
 
 This module imports neither keras nor tensorflow_probability, so it runs wherever TF Serving's
 model would: it only calls the SavedModel's signatures. A class-conditional export answers
@@ -12,12 +13,19 @@ complete / log_weights / baseline_log_likelihood.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from keras_cvae.conditions import CATEGORICAL, Condition, check_conditions, rows_from_mapping
 from keras_cvae.run_dir import read_export_config, resolve_version_dir
+
+# Conditions: a mapping {name: values} (category names or indices, numbers in the data's units;
+# conditions left out are held at their first category or mean), rows [N, M], or, for a model
+# with one condition, its values [N].
+Conditions = Mapping[str, Any] | Sequence | np.ndarray | int
 
 
 class SavedModelClient:
@@ -33,8 +41,9 @@ class SavedModelClient:
         model_config = self.config = config["model"]
         self.latent_dim: int = int(model_config["latent_dim"])
         self.image_shape: tuple[int, ...] = tuple(model_config["image_shape"])
-        self.class_names: list[str] = list(model_config.get("class_names") or [])
-        self.num_classes: int = int(model_config.get("num_classes", len(self.class_names)))
+        self.conditions: tuple[Condition, ...] = tuple(Condition.from_dict(c) for c in model_config.get("conditions", []))
+        first = next((c for c in self.conditions if c.kind == CATEGORICAL), None)
+        self.class_names: list[str] = list(first.values) if first else []
         self._tf = tf
         self._signatures = tf.saved_model.load(str(self.path)).signatures
 
@@ -46,16 +55,28 @@ class SavedModelClient:
         tensors = {key: self._tf.constant(value) for key, value in inputs.items()}
         return {key: value.numpy() for key, value in self._signatures[name](**tensors).items()}
 
-    def _labels(self, labels: int | Sequence[int] | np.ndarray) -> np.ndarray:
-        if not self.num_classes:
-            raise ValueError(f"{self.path}: a {self.task} model has no classes, so no labels to give")
-        array = np.atleast_1d(np.asarray(labels))
-        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"labels must be integers in [0, {self.num_classes}), got {labels!r}")
-        if array.size and (array.min() < 0 or array.max() >= self.num_classes):
-            bad = array[(array < 0) | (array >= self.num_classes)][0]
-            raise ValueError(f"label {bad} is out of range: labels must be in [0, {self.num_classes})")
-        return array.astype(np.int32)
+    def rows(self, conditions: Conditions, count: int | None = None) -> np.ndarray:
+        """`conditions` as checked rows [N, M] (see `Conditions`); a mapping gives `count` rows
+        (default: as many as its longest list of values)."""
+        if not self.conditions:
+            raise ValueError(f"{self.path}: a {self.task} model takes no conditions")
+        if isinstance(conditions, Mapping):
+            sizes = [np.size(v) for v in conditions.values()]
+            rows = rows_from_mapping(self.conditions, conditions, count or max(sizes, default=1))
+        else:
+            array = np.asarray(conditions, dtype=object if np.asarray(conditions).dtype.kind in "USO" else None)
+            array = array.reshape(-1, 1) if array.ndim <= 1 else array
+            if array.shape[1] != len(self.conditions):
+                raise ValueError(f"conditions must be N×{len(self.conditions)} ({', '.join(c.name for c in self.conditions)}), "
+                                 f"got shape {array.shape}")
+            rows = rows_from_mapping(self.conditions, {c.name: array[:, i] for i, c in enumerate(self.conditions)},
+                                     len(array))
+        check_conditions(self.conditions, rows, str(self.path))
+        return rows
+
+    def _condition_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {c.name: rows[:, i].astype(np.int32 if c.kind == CATEGORICAL else np.float32)
+                for i, c in enumerate(self.conditions)}
 
     def _images(self, images: np.ndarray) -> np.ndarray:
         array = np.asarray(images, dtype=np.float32)
@@ -67,33 +88,37 @@ class SavedModelClient:
 
     # -- class-conditional exports ------------------------------------------------------------
 
-    def generate(self, labels: int | Sequence[int], num: int = 1, seed: int | None = None) -> np.ndarray:
-        """`num` images for each label, label-major: [len(labels)·num, H, W, C] in [0, 1].
+    def generate(self, conditions: Conditions, num: int = 1, seed: int | None = None) -> np.ndarray:
+        """`num` images for each row of `conditions`, row-major: [rows·num, H, W, C] in [0, 1].
 
         With a seed the noise is drawn here (reproducible); without, inside the graph.
         """
-        repeated = np.repeat(self._labels(labels), num)
+        repeated = np.repeat(self.rows(conditions), num, axis=0)
         if seed is None:
-            return self._call("serving_default", labels=repeated)["images"]
+            return self._call("serving_default", **self._condition_inputs(repeated))["images"]
         z = np.random.default_rng(seed).standard_normal((len(repeated), self.latent_dim)).astype(np.float32)
         return self.decode(z, repeated)
 
-    def decode(self, z: np.ndarray, labels: int | Sequence[int]) -> np.ndarray:
+    def decode(self, z: np.ndarray, conditions: Conditions) -> np.ndarray:
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.latent_dim)
-        return self._call("decode", z=z, labels=self._labels(labels))["images"]
+        return self._call("decode", z=z, **self._condition_inputs(self.rows(conditions, len(z))))["images"]
 
-    def encode(self, images: np.ndarray, labels: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, images: np.ndarray, conditions: Conditions) -> tuple[np.ndarray, np.ndarray]:
         """q(z | x, c)'s mean and log-variance, each [N, latent_dim]."""
-        out = self._call("encode", images=self._images(images), labels=self._labels(labels))
+        images = self._images(images)
+        out = self._call("encode", images=images, **self._condition_inputs(self.rows(conditions, len(images))))
         return out["z_mean"], out["z_log_var"]
 
-    def reconstruct(self, images: np.ndarray, labels: int | Sequence[int]) -> np.ndarray:
-        return self._call("reconstruct", images=self._images(images), labels=self._labels(labels))["images"]
+    def reconstruct(self, images: np.ndarray, conditions: Conditions) -> np.ndarray:
+        images = self._images(images)
+        return self._call("reconstruct", images=images,
+                          **self._condition_inputs(self.rows(conditions, len(images))))["images"]
 
-    def log_likelihood(self, images: np.ndarray, labels: int | Sequence[int], z: np.ndarray) -> np.ndarray:
+    def log_likelihood(self, images: np.ndarray, conditions: Conditions, z: np.ndarray) -> np.ndarray:
         """log p(x | z, c) per image, [N] (nats)."""
-        z = np.asarray(z, dtype=np.float32)
-        out = self._call("log_likelihood", images=self._images(images), labels=self._labels(labels), z=z)
+        images, z = self._images(images), np.asarray(z, dtype=np.float32)
+        out = self._call("log_likelihood", images=images, z=z,
+                         **self._condition_inputs(self.rows(conditions, len(images))))
         return out["log_likelihood"]
 
     # -- image-completion exports ---------------------------------------------------------------

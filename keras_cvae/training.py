@@ -13,17 +13,17 @@ import contextlib
 import dataclasses
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from keras_cvae.atomic import atomic_path
+from keras_cvae.atomic import atomic_path, atomic_write_text
 from keras_cvae.callbacks import EpochCheckpoint, HistoryWriter, KLWarmup, PipelineEpoch, StopOnNonFiniteLoss
 from keras_cvae.config import ConfigError, RunConfig
-from keras_cvae.data import LoadedDataset, limit_and_split, make_pipeline
+from keras_cvae.data import LoadedDataset, dataset_name, limit_and_split, make_pipeline
 from keras_cvae.distribute import is_chief, make_strategy
 from keras_cvae.export import export_saved_model
 from keras_cvae.models.base import VariationalModel, global_dtype_policy
@@ -102,23 +102,28 @@ def load_checkpoint(path: str | Path) -> VariationalModel:
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path | RunDir, resume: bool = False) -> TrainResult:
+def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path | RunDir, resume: bool = False,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train (or, with `resume`, continue) into `run_dir` until `config.train.epochs` epochs are
     done, then save model.keras and export a SavedModel to the config's export root (default
     saved_models/<name>). The chief writes config.json first, so the run dir is complete from
-    the first epoch on."""
+    the first epoch on. `callbacks` run after the run's own."""
     config.validate()
+    config.data.dataset = dataset_name(config.data.dataset, config.data.data_dir)
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = make_strategy(config.train.strategy)
     if is_chief():
         run_dir.save_config(config)
+        if dataset.test_files is not None:
+            atomic_write_text(run_dir.test_files_path, "\n".join(dataset.test_files) + "\n")
     with precision_policy(config.train.mixed_precision):
-        return _train(config, dataset, run_dir, resume, strategy)
+        return _train(config, dataset, run_dir, resume, strategy, list(callbacks))
 
 
 def _train(
-    config: RunConfig, dataset: LoadedDataset, run_dir: RunDir, resume: bool, strategy: tf.distribute.Strategy
+    config: RunConfig, dataset: LoadedDataset, run_dir: RunDir, resume: bool, strategy: tf.distribute.Strategy,
+    extra_callbacks: list[keras.callbacks.Callback],
 ) -> TrainResult:
     if strategy.num_replicas_in_sync > 1 and config.train.steps_per_execution > 1:
         # Keras 3.15 fails to run steps_per_execution > 1 under a multi-replica strategy
@@ -166,6 +171,7 @@ def _train(
         callbacks.append(get_task(config.data.task).sample_callback(model, config, dataset, run_dir, x_val))
         # Last: the epoch's other files are already written.
         callbacks.append(EpochCheckpoint(run_dir, keep=tc.keep_checkpoints))
+    callbacks += extra_callbacks
     if initial_epoch < tc.epochs:
         model.fit(
             train_data,
@@ -182,5 +188,6 @@ def _train(
         model.save(tmp)
     if backup is not None and not run_dir.has_backup():  # finished: BackupAndRestore emptied it
         shutil.rmtree(run_dir.backup_root, ignore_errors=True)
-    version_dir = export_saved_model(model, default_export_root(config), dataset=config.data.dataset)
+    version_dir = export_saved_model(model, default_export_root(config), dataset=config.data.dataset,
+                                     data=dataclasses.asdict(config.data))
     return TrainResult(model, history_writer.rows, run_dir, version_dir)

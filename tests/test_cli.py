@@ -22,6 +22,9 @@ from keras_cvae.data import NPZ_KEYS
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--hidden-units", "4x0"], "expected integers like 400"),
         (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist: no such file or directory"),
+        (["--image-size", "32y32"], "expected HxW like 32x32"),
+        (["--test-fraction", "1.5"], "--test-fraction must be in (0, 1)"),
+        (["--dataset", "fashion_mnist", "--conditions", "colour"], "has one categorical condition, labels"),
     ],
 )
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, args, expected):
@@ -160,8 +163,9 @@ def test_unwritable_output_dir(tmp_path, idx_dir):
 
 
 def test_unknown_dataset_on_evaluate(tmp_path):
-    result = run_cli("evaluate.py", "--model", str(tmp_path), "--dataset", "svhn")
-    assert_one_line_exit_2(result, "invalid choice: 'svhn'")
+    run_dir, _ = completion_run_and_export(tmp_path)
+    result = run_cli("evaluate.py", "--model", str(run_dir), "--dataset", "svhn")
+    assert_one_line_exit_2(result, "unknown dataset 'svhn'; choose one of: fashion_mnist, mnist, or pass --data-dir")
 
 
 def test_model_path_that_is_not_a_model(tmp_path):

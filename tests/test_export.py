@@ -4,6 +4,7 @@ versioning, atomicity, and the inference wrapper and CLI around it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -44,7 +45,9 @@ def export_root(model, tmp_path_factory):
 def test_layout_and_assets(export_root):
     version = export_root / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
-    assert (version / "assets" / "class_names.txt").read_text().split() == list("abcdefghij")
+    assert (version / "assets" / "labels_vocabulary.txt").read_text().split() == list("abcdefghij")
+    assert json.loads((version / "assets" / "conditions.json").read_text()) == [
+        {"name": "labels", "kind": "categorical", "values": list("abcdefghij")}]
     assert '"latent_dim": 4' in (version / "assets" / "config.json").read_text()
     assert [p.name for p in export_root.iterdir()] == ["1"]  # no temporary leftovers
 
@@ -214,8 +217,9 @@ def test_inference_wrapper(model, export_root):
     z_mean, z_log_var = generator.encode(images, np.repeat([2, 5], 3))
     assert z_mean.shape == (6, 4)
     assert generator.reconstruct(images[0], 2).shape == (1, 28, 28, 1)
-    with pytest.raises(ValueError, match=r"label 10 is out of range: labels must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match="labels: unknown category 10; choose one of: a, b"):
         generator.generate([10])
+    np.testing.assert_array_equal(generator.generate({"labels": ["c", "f"]}, num=3, seed=7), images)  # by name
     with pytest.raises(ValueError, match="images must be N×28×28×1"):
         generator.encode(np.zeros((2, 14, 14, 1)), [0, 1])
 
@@ -251,7 +255,8 @@ def test_generate_cli_writes_a_grid(export_root, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run_cli("-m", "keras_cvae", "generate", "--model", str(export_root), "--label", "11", "--out", str(out))
     assert bad.returncode == 2
-    assert project_lines(bad.stderr) == ["keras_cvae generate: error: --label 11 is out of range: labels must be in [0, 10)"]
+    assert project_lines(bad.stderr) == [
+        "keras_cvae generate: error: --condition: labels: unknown category '11'; choose one of: a, b, c, d, e, f, g, h, i, j"]
     missing = run_cli("-m", "keras_cvae", "generate", "--model", str(tmp_path / "nope"), "--out", str(out))
     assert missing.returncode == 2 and "is neither a SavedModel version dir" in missing.stderr
 

@@ -8,7 +8,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_keras_round_trip
-from keras_cvae.models.base import LOG_VAR_BOUND
+from keras_cvae.conditions import CATEGORICAL, CONTINUOUS, Condition
+from keras_cvae.models.base import (
+    INITIAL_LOGISTIC_SCALE,
+    LOG_VAR_BOUND,
+    MIN_LOGISTIC_SCALE,
+    condition_vector,
+    discretized_logistic_log_prob,
+)
 from keras_cvae.models.cvae import CVAE
 
 
@@ -164,3 +171,65 @@ def test_mixed_precision_computes_in_bfloat16_but_keeps_losses_and_export_float3
     z = np.random.default_rng(1).standard_normal((4, 3)).astype("float32")
     np.testing.assert_allclose(exported.decode(z, labels[:4]), model.decode(z, labels[:4]), atol=2e-2)
     assert small_model().float32_copy().compute_dtype == "float32"
+
+
+# -- several conditions, continuous ones, and the discretized logistic ----------------------------
+
+MIXED = (Condition("colour", CATEGORICAL, values=("blue", "green", "red")),
+         Condition("angle", CONTINUOUS, mean=10.0, std=4.0, low=0.0, high=20.0),
+         Condition("shape", CATEGORICAL, values=("bar", "square")))
+
+
+def test_condition_vector_is_one_hot_groups_and_standardised_values():
+    rows = np.array([[2, 14.0, 0], [0, 2.0, 1]], "float32")
+    vector = condition_vector(rows, MIXED).numpy()
+    np.testing.assert_allclose(vector, [[0, 0, 1, 1.0, 1, 0], [1, 0, 0, -2.0, 0, 1]])
+    # A model with one condition also takes its values as [N].
+    np.testing.assert_array_equal(condition_vector(np.array([1, 0]), MIXED[:1]).numpy(), [[0, 1, 0], [1, 0, 0]])
+
+
+def test_every_condition_reaches_both_networks_and_survives_a_round_trip(tmp_path):
+    model = small_model(image_shape=(12, 10, 3), conditions=MIXED, arch="conv", likelihood="discretized_logistic")
+    assert model.encoder.input_shape[1][-1] == model.decoder.input_shape[1][-1] == 6
+    assert model.class_names == ("blue", "green", "red")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 12, 10, 3)).astype("float32") / 255.0
+    rows = np.stack([rng.integers(0, 3, 16), rng.uniform(0, 20, 16), rng.integers(0, 2, 16)], 1).astype("float32")
+    z = rng.standard_normal((16, 3)).astype("float32")
+    for column, new_value in ((0, 1.0), (1, 30.0), (2, 1.0)):
+        changed = rows.copy()
+        changed[:, column] = new_value
+        assert not np.allclose(model.decode(z, rows), model.decode(z, changed))
+
+    def same(loaded, original):
+        assert loaded.conditions == MIXED
+        np.testing.assert_allclose(loaded.log_likelihood(images, rows, z), original.log_likelihood(images, rows, z),
+                                   rtol=1e-5)
+
+    assert_keras_round_trip(model, images, rows, tmp_path / "mixed.keras", same)
+
+
+def test_discretized_logistic_is_a_probability_mass_with_pixelcnn_bins():
+    values = np.arange(256, dtype="float32")[:, None]
+    for loc_logit, scale_raw in ((0.3, -1.0), (-2.0, 0.5), (4.0, -4.0)):
+        log_p = discretized_logistic_log_prob(values / 255.0, np.full_like(values, loc_logit),
+                                              np.full_like(values, scale_raw)).numpy()[:, 0].astype("float64")
+        assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-4)
+        # By hand: P(x) = F(x + ½) − F(x − ½), the end bins taking the tails.
+        loc = 255.0 / (1.0 + np.exp(-loc_logit))
+        scale = MIN_LOGISTIC_SCALE + INITIAL_LOGISTIC_SCALE * np.exp(scale_raw)
+        inner = 1.0 / (1.0 + np.exp(-(np.arange(255) + 0.5 - loc) / scale))  # the logistic's CDF at the bin edges
+        edges = np.concatenate([[0.0], inner, [1.0]])
+        expected = np.log(np.maximum(np.diff(edges), 1e-300))
+        finite = expected > -30
+        np.testing.assert_allclose(log_p[finite], expected[finite], atol=2e-3)
+
+
+def test_discretized_logistic_gradients_stay_finite_at_the_extremes():
+    pixels = tf.constant([[0.0], [1.0], [0.0], [128 / 255.0]])
+    loc_logits = tf.Variable([[8.0], [-8.0], [0.0], [0.0]])
+    scale_raw = tf.Variable([[-10.0], [-10.0], [6.0], [-10.0]])
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(discretized_logistic_log_prob(pixels, loc_logits, scale_raw))
+    assert np.isfinite(total.numpy())
+    assert all(np.all(np.isfinite(g.numpy())) for g in tape.gradient(total, [loc_logits, scale_raw]))

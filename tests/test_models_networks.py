@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cvae.models.networks import build_decoder, build_encoder
+from keras_cvae.models.networks import build_decoder, build_encoder, conv_filters
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -46,9 +46,21 @@ def test_conv_adds_condition_as_channels():
     assert out[0, :, :, 3].min() == 1.0 and np.delete(out[0], 3, axis=-1).max() == 0.0
 
 
-def test_conv_refuses_sizes_it_cannot_mirror():
-    with pytest.raises(ValueError, match="divisible by 4"):
-        build_decoder((30, 30, 1), 10, 4, "conv", (16,))
+@pytest.mark.parametrize("shape,filters", [
+    ((28, 28, 1), (32, 64)),          # 28 → 14 → 7, as keras-io's VAE
+    ((32, 32, 3), (32, 64)),          # 32 → 16 → 8
+    ((64, 64, 3), (32, 64, 128)),     # 64 → 32 → 16 → 8
+    ((30, 45, 3), (32, 64)),          # odd sides round up on the way down, are cropped on the way up
+    ((6, 6, 1), (32,)),               # at least one layer
+])
+def test_conv_depth_follows_the_image_size(shape, filters):
+    assert conv_filters(*shape[:2]) == filters
+    encoder = build_encoder(shape, 3, 4, "conv", (16,))
+    decoder = build_decoder(shape, 3, 4, "conv", (16,), outputs_per_channel=2)
+    assert [layer.filters for layer in encoder.layers if layer.name.startswith("conv_")] == list(filters)
+    z_mean, _ = encoder([np.zeros((2, *shape), "float32"), np.zeros((2, 3), "float32")])
+    assert z_mean.shape == (2, 4)
+    assert decoder([np.zeros((2, 4), "float32"), np.zeros((2, 3), "float32")]).shape == (2, *shape[:2], 2 * shape[2])
 
 
 @pytest.mark.parametrize(("builder", "arch"), [(build_encoder, "mlp"), (build_decoder, "mlp"), (build_decoder, "conv")])

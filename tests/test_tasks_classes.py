@@ -4,16 +4,22 @@ registry that finds it."""
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import project_lines, run_cli, write_shapes_folder
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import UsageError
 from keras_cvae.models.completion import CompletionCVAE
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.run_dir import RunDir
+from keras_cvae.serving_client import load_client
 from keras_cvae.tasks import TASKS, get_task, task_of
 from keras_cvae.tasks.classes import ClassesTask, SampleGrid
 
@@ -22,7 +28,7 @@ def tiny_dataset(n: int = 40) -> LoadedDataset:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
     labels = rng.integers(0, 3, n).astype(np.int32)
-    return LoadedDataset(images, labels, images[:10], labels[:10], class_names=("a", "b", "c"), source="tiny")
+    return LoadedDataset.from_labels(images, labels, images[:10], labels[:10], class_names=("a", "b", "c"), source="tiny")
 
 
 def test_the_registry_finds_each_task_by_name_and_by_model():
@@ -45,7 +51,7 @@ def test_build_model_takes_every_model_setting_from_the_config():
 
 def test_sample_grid_has_a_row_per_class_and_one_noise_per_column(tmp_path):
     model = CVAE(num_classes=3, latent_dim=2, hidden_units=(8,), class_names=list("abc"))
-    grid = SampleGrid(RunDir(tmp_path), list("abc"), latent_dim=2, num_columns=4, seed=1)
+    grid = SampleGrid(RunDir(tmp_path), model.conditions, latent_dim=2, num_columns=4, seed=1)
     grid.set_model(model)
     images = grid.grid()
     assert images.shape == (3, 4, 28, 28, 1)
@@ -56,18 +62,99 @@ def test_sample_grid_has_a_row_per_class_and_one_noise_per_column(tmp_path):
 
 
 def generate_args(**overrides) -> argparse.Namespace:
-    values = {"label": "all", "num": 2, "seed": 0, "style_from": None, "from_test": None} | overrides
+    values = {"label": "all", "condition": None, "num": 2, "seed": 0, "style_from": None, "from_test": None} | overrides
     return argparse.Namespace(**values)
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [({"from_test": 4}, "--from-test is for image-completion models"),
-     ({"label": "7"}, r"--label 7 is out of range: labels must be in \[0, 3\)"),
-     ({"label": "shirts"}, "--label must be an integer or 'all'")],
+     ({"label": "7"}, "labels: unknown category '7'; choose one of: a, b, c"),
+     ({"label": "shirts"}, "labels: unknown category 'shirts'"),
+     ({"condition": ["labels"]}, "expected NAME=VALUE"),
+     ({"condition": ["colour=red"]}, "unknown condition 'colour'; this model's conditions are labels")],
 )
 def test_generate_refuses_flags_and_labels_it_cannot_use(overrides, message):
     model = CVAE(num_classes=3, latent_dim=2, hidden_units=(8,), class_names=list("abc"))
     with pytest.raises(UsageError, match=message):
         ClassesTask().generate(model, generate_args(**overrides), None)
     assert not ClassesTask().needs_test_images(generate_args())
+
+
+# -- your own images: a two-condition RGB folder with a continuous condition, end to end ------------
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """One epoch of a conv CVAE with the discretized logistic on a metadata.csv folder of RGBA PNGs:
+    conditions shape and colour (categorical) and size (continuous)."""
+    root = tmp_path_factory.mktemp("shapes")
+    folder = write_shapes_folder(root / "shapes", count=240)
+    result = run_cli("train.py", "--data-dir", str(folder), "--epochs", "1", "--arch", "conv", "--batch-size", "32",
+                     "--likelihood", "discretized_logistic", "--run-dir", str(root / "run"),
+                     "--export", str(root / "export"), cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_a_folder_run_records_its_split_and_evaluates_every_condition(shapes_run, tmp_path):
+    run = shapes_run / "run"
+    assert len((run / "test_files.txt").read_text().split()) == 24  # the default 10 % test fraction
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["dataset"] == "shapes"
+    result = run_cli("evaluate.py", "--model", str(shapes_run / "export"), "--iw-samples", "2", "--limit", "24",
+                     "--output", str(tmp_path / "eval"), cwd=shapes_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["per_condition_accuracy"]) == {"shape", "colour"}
+    assert set(metrics["continuous_condition_error"]) == set(metrics["regressor_test_error"]) == {"size"}
+    assert metrics["conditional_accuracy"] == pytest.approx(np.mean(list(metrics["per_condition_accuracy"].values())))
+    # Bits per dimension: the IW NLL in nats over H·W·C, in base 2.
+    assert metrics["test_bits_per_dim"] == pytest.approx(metrics["test_nll_iw"] / (16 * 16 * 3 * np.log(2)))
+    for figure in ("sweep_size", "categories_colour", "categories_shape", "style_transfer"):
+        assert (tmp_path / "eval" / f"{figure}.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_folder_export_takes_one_input_per_condition(shapes_run, tmp_path):
+    version = shapes_run / "export" / "1"
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    command = [str(cli), "run", "--dir", str(version), "--tag_set", "serve", "--signature_def", "serving_default"]
+    served = subprocess.run([*command, "--input_exprs", "shape=[0,1];colour=[2,0];size=[2.5,5.0]"],
+                            capture_output=True, text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert "Result for output key images" in served.stdout
+    refused = subprocess.run([*command, "--input_exprs", "shape=[0,1];colour=[2,3];size=[2.5,5.0]"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "colour must be integers in [0, 3)" in refused.stderr
+
+    client = load_client(version)
+    assert [c.name for c in client.conditions] == ["shape", "colour", "size"]
+    images = client.generate({"shape": ["square", "bar"], "colour": "red", "size": 4.0}, num=2, seed=1)
+    assert images.shape == (4, 16, 16, 3) and 0 <= images.min() and images.max() <= 1
+    np.testing.assert_allclose(images, client.generate([[1, 2, 4.0], [0, 2, 4.0]], num=2, seed=1), atol=1e-6)
+    with pytest.raises(ValueError, match="colour: unknown category 'purple'"):
+        client.generate({"colour": "purple"})
+    assets = version / "assets"
+    assert (assets / "colour_vocabulary.txt").read_text().split() == ["blue", "green", "red"]
+    size = json.loads((assets / "conditions.json").read_text())[2]
+    assert size["kind"] == "continuous" and 2 <= size["mean"] <= 6
+
+    out = tmp_path / "grid.png"
+    result = run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--condition", "colour=red",
+                     "--condition", "shape=square", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.is_file()
+    bad = run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--condition", "hue=red", "--out", str(out))
+    assert bad.returncode == 2 and "unknown condition 'hue'; this model's conditions are shape, colour, size" in bad.stderr
+
+
+def test_a_bad_folder_is_one_line_and_writes_nothing(tmp_path):
+    folder = write_shapes_folder(tmp_path / "shapes", count=20)
+    (folder / "0003.png").write_text("not a png")
+    result = run_cli("train.py", "--data-dir", str(folder), "--run-dir", str(tmp_path / "run"), "--epochs", "1")
+    assert result.returncode == 2
+    assert project_lines(result.stderr) == [f"train.py: error: {folder / '0003.png'}: not a readable image "
+                                            f"(cannot identify image file '{folder / '0003.png'}')"]
+    assert not (tmp_path / "run").exists()

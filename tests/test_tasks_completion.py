@@ -46,7 +46,7 @@ def test_export_signatures_agree_with_the_in_memory_model(tmp_path, objective):
     np.testing.assert_allclose(client.baseline_log_likelihood(batch), model.baseline_log_likelihood(batch), rtol=1e-5)
     weights = client.log_weights(batch, 5)
     assert weights.shape == ((1, 4) if objective == "baseline" else (5, 4)) and np.all(np.isfinite(weights))
-    with pytest.raises(ValueError, match="a completion model has no classes"):
+    with pytest.raises(ValueError, match="a completion model takes no conditions"):
         client.decode(np.zeros((1, 3)), [0])
 
 

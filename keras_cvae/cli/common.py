@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from keras_cvae.config import ConfigError, RunConfig, Setting, settings
-from keras_cvae.data import DATASETS, DataError
-from keras_cvae.errors import NonFiniteLossError, UsageError
+from keras_cvae.data import LoadedDataset, load_dataset
+from keras_cvae.errors import DataError, NonFiniteLossError, UsageError
+from keras_cvae.run_dir import ModelLocation
 
 EXIT_USAGE = 2
 EXIT_TRAINING_FAILED = 3
@@ -42,10 +43,24 @@ def writable_dir(path: Path, what: str) -> None:
 def add_model_flags(parser: argparse.ArgumentParser, model_help: str) -> None:
     """The flags of a command that reads a saved model and its dataset's test images."""
     parser.add_argument("--model", required=True, help=model_help)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset of the test images (default: the model's)")
-    parser.add_argument("--data-dir", help="folder of the IDX files or .npz (the only source tried)")
+    parser.add_argument("--dataset", help="dataset of the test images (default: the model's)")
+    parser.add_argument("--data-dir", help="the IDX files, .npz or image folder (default: the one the model was "
+                                           "trained from, else the dataset's usual places)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every noise draw (default 0)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def load_test_data(location: ModelLocation, args: argparse.Namespace) -> tuple[str, LoadedDataset]:
+    """The dataset a saved model was trained on (its name and arrays), found again from its
+    recorded data settings; --dataset and --data-dir override them."""
+    data = location.data or {}
+    name = args.dataset or location.dataset
+    if name is None:
+        raise UsageError("the model does not record its dataset; pass --dataset")
+    image_size = data.get("image_size")
+    return name, load_dataset(name, args.data_dir or data.get("data_dir"), conditions=data.get("conditions"),
+                              image_size=tuple(image_size) if image_size else None,
+                              test_fraction=data.get("test_fraction", 0.1))
 
 
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:

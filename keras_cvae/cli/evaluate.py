@@ -7,8 +7,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_cvae.cli.common import OneLineParser, add_model_flags, run_command, writable_dir
-from keras_cvae.data import load_dataset
+from keras_cvae.cli.common import OneLineParser, add_model_flags, load_test_data, run_command, writable_dir
 from keras_cvae.errors import UsageError
 from keras_cvae.run_dir import locate
 
@@ -21,12 +20,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     locations = [locate(args.model)] + ([locate(args.compare)] if args.compare else [])
     if len({location.task for location in locations}) > 1:
         raise UsageError(f"--compare needs two models of one task, got {' and '.join(location.task for location in locations)}")
-    dataset_name = args.dataset or locations[0].dataset
-    if dataset_name is None:
-        raise UsageError("the model does not record its dataset; pass --dataset")
     output = Path(args.output) if args.output else locations[0].default_output
     writable_dir(output, "output dir")
-    dataset = load_dataset(dataset_name, args.data_dir)
+    dataset_name, dataset = load_test_data(locations[0], args)
 
     from keras_cvae.evaluation.report import comparison_table
     from keras_cvae.loading import load

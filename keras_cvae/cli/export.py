@@ -25,7 +25,8 @@ def _export(args: argparse.Namespace) -> int:
     from keras_cvae.export import export_saved_model
     from keras_cvae.loading import load
 
-    version_dir = export_saved_model(load(location), export_root, version=args.version, dataset=config.data.dataset)
+    version_dir = export_saved_model(load(location), export_root, version=args.version, dataset=config.data.dataset,
+                                     data=location.data)
     print(f"Exported {run_dir.model_path} to {version_dir}")
     return 0
 

@@ -1,5 +1,6 @@
 """`python -m keras_cvae generate`: a picture from any saved model, drawn by its task: a grid of
-samples (one row per class), one test image's z under every class, or completed test images."""
+samples (one row per category, or a sweep of a continuous condition), one test image's z under
+every category, or completed test images."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_cvae.cli.common import OneLineParser, add_model_flags, run_command, writable_dir
-from keras_cvae.data import load_dataset
+from keras_cvae.cli.common import OneLineParser, add_model_flags, load_test_data, run_command, writable_dir
 from keras_cvae.errors import UsageError
 from keras_cvae.run_dir import locate
 
@@ -27,10 +27,7 @@ def _generate(args: argparse.Namespace) -> int:
     task = get_task(location.task)
     dataset = None
     if task.needs_test_images(args):
-        dataset_name = args.dataset or location.dataset
-        if dataset_name is None:
-            raise UsageError("the model does not record its dataset; pass --dataset")
-        dataset = load_dataset(dataset_name, args.data_dir)
+        _, dataset = load_test_data(location, args)
     save_figure(task.generate(load(location), args, dataset), out)
     print(f"Wrote {out}")
     return 0
@@ -43,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Example: python -m keras_cvae generate --model saved_models/fashion_mnist-mlp/1 --label all --out grid.png",
     )
     add_model_flags(parser, "SavedModel version dir or export root, run dir, or checkpoint")
-    parser.add_argument("--label", default="all", help="class models: a class index, or 'all' for one row per class")
+    parser.add_argument("--label", default="all",
+                        help="the first categorical condition's category (name or index), or 'all' for one row each")
+    parser.add_argument("--condition", action="append", metavar="NAME=VALUE",
+                        help="hold a condition at a category (name or index) or a value; repeatable. Rows vary "
+                             "the first categorical condition not given, else sweep the first continuous one")
     parser.add_argument("--num", type=int, default=8, help="samples per row (default 8)")
     parser.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
     parser.add_argument("--style-from", type=int, help="class models: re-render test image INDEX's z under every label")

@@ -18,7 +18,7 @@ from keras_cvae.cli.common import (
     writable_dir,
 )
 from keras_cvae.config import RunConfig
-from keras_cvae.data import get_spec, load_dataset
+from keras_cvae.data import dataset_name, get_spec, load_dataset
 from keras_cvae.distribute import is_chief
 from keras_cvae.errors import UsageError
 from keras_cvae.run_dir import RunDir, default_export_root, default_run_dir
@@ -40,6 +40,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
     given = given_settings(args)
     config = RunConfig()
     apply_settings(config, given)
+    config.data.dataset = dataset_name(config.data.dataset, config.data.data_dir)
     run_dir = RunDir(default_run_dir(config))
     if run_dir.resumes(args.resume, config.train.strategy) and run_dir.config_path.exists():
         saved = run_dir.load_config()
@@ -61,9 +62,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
 
 def _train(args: argparse.Namespace) -> int:
     config, run_dir = resolve_config(args)
-    get_spec(config.data.dataset)  # an unknown name fails before anything is written
+    data = config.data
+    if data.data_dir is None:
+        get_spec(data.dataset)  # an unknown name fails before anything is written
+    dataset = load_dataset(data.dataset, data.data_dir, conditions=data.conditions, image_size=data.image_size,
+                           test_fraction=data.test_fraction)
     writable_dir(run_dir.path, "run dir")
-    dataset = load_dataset(config.data.dataset, config.data.data_dir)
 
     from keras_cvae.training import train
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.evaluation.classifier import ReferenceClassifier
+from keras_cvae.conditions import CATEGORICAL, Condition
 from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
 from keras_cvae.models.cvae import CVAE
 
@@ -28,11 +28,10 @@ ROWS_PER_CALL = 8192  # decoder rows per call in the IW loops: bounded memory at
 
 
 class ClassModel(Protocol):
-    """What evaluation needs of a class-conditional model; SavedModelClient and KerasBackend
-    both provide it."""
+    """What evaluation needs of a conditional model; SavedModelClient and KerasBackend both
+    provide it. `labels` are condition rows [N, M] (see keras_cvae.conditions)."""
 
-    class_names: Sequence[str]
-    num_classes: int
+    conditions: tuple[Condition, ...]
     latent_dim: int
     image_shape: tuple[int, ...]
 
@@ -46,25 +45,27 @@ class KerasBackend:
 
     def __init__(self, model: CVAE) -> None:
         self.model = model
-        self.class_names = list(model.class_names)
-        self.num_classes = model.num_classes
+        self.conditions = model.conditions
         self.latent_dim = model.latent_dim
         self.image_shape = model.image_shape
         self._encode = tf.function(model.encode, reduce_retracing=True)
         self._decode = tf.function(model.decode, reduce_retracing=True)
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
 
+    @staticmethod
+    def _rows(labels) -> tf.Tensor:
+        rows = np.asarray(labels, np.float32)
+        return tf.constant(rows.reshape(len(rows), -1))
+
     def encode(self, images, labels):
-        z_mean, z_log_var = self._encode(tf.constant(images, tf.float32), tf.constant(labels, tf.int32))
+        z_mean, z_log_var = self._encode(tf.constant(images, tf.float32), self._rows(labels))
         return z_mean.numpy(), z_log_var.numpy()
 
     def decode(self, z, labels):
-        return self._decode(tf.constant(z, tf.float32), tf.constant(labels, tf.int32)).numpy()
+        return self._decode(tf.constant(z, tf.float32), self._rows(labels)).numpy()
 
     def log_likelihood(self, images, labels, z):
-        return self._log_likelihood(
-            tf.constant(images, tf.float32), tf.constant(labels, tf.int32), tf.constant(z, tf.float32)
-        ).numpy()
+        return self._log_likelihood(tf.constant(images, tf.float32), self._rows(labels), tf.constant(z, tf.float32)).numpy()
 
 
 # ------------------------------------------------------------------------------------------
@@ -123,8 +124,8 @@ def iw_log_likelihood(
         log_q = posterior.log_prob(z).numpy()  # broadcasts over K: [K, n]
         log_prior = standard_normal_prior(n, backend.latent_dim).log_prob(z).numpy()
         log_px = backend.log_likelihood(
-            np.tile(x, (num_samples, 1, 1, 1)), np.tile(y, num_samples), z.reshape(-1, backend.latent_dim)
-        ).reshape(num_samples, n)
+            np.tile(x, (num_samples, 1, 1, 1)), np.tile(y.reshape(n, -1), (num_samples, 1)),
+            z.reshape(-1, backend.latent_dim)).reshape(num_samples, n)
         estimates.append(log_mean_exp(log_px + log_prior - log_q, axis=0))
         progress.add(n)
     return np.concatenate(estimates)
@@ -148,20 +149,30 @@ def conditional_nll(model, images: np.ndarray, num_samples: int) -> np.ndarray:
     return np.concatenate(estimates)
 
 
-def generate_per_class(backend: ClassModel, num_per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """`num_per_class` samples of every class, [classes, num, H, W, C], z ~ N(0, I) from `rng`."""
-    labels = np.repeat(np.arange(backend.num_classes, dtype=np.int32), num_per_class)
-    z = rng.standard_normal((len(labels), backend.latent_dim)).astype(np.float32)
-    images = backend.decode(z, labels)
-    return images.reshape(backend.num_classes, num_per_class, *images.shape[1:])
+def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_class: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """The conditions to sample at, [K·per_class, M], grouped by category of the first categorical
+    condition: each group takes the rows of random test images of its category (their other
+    conditions as they are, so the requests follow the data's joint distribution). Without a
+    categorical condition: 10·per_class random test rows."""
+    first = next((i for i, c in enumerate(conditions) if c.kind == CATEGORICAL), None)
+    if first is None:
+        return test_rows[rng.integers(len(test_rows), size=10 * per_class)]
+    groups = []
+    for category in range(len(conditions[first].values)):
+        pool = test_rows[test_rows[:, first] == category]
+        pool = pool if len(pool) else test_rows
+        chosen = pool[rng.integers(len(pool), size=per_class)].copy()
+        chosen[:, first] = category
+        groups.append(chosen)
+    return np.concatenate(groups)
 
 
-def conditional_accuracy(samples: np.ndarray, classifier: ReferenceClassifier) -> tuple[float, list[float]]:
-    """How often the reference classifier sees the asked-for class in samples [classes, num, ...]."""
-    num_classes, num = samples.shape[:2]
-    predicted = classifier.predict(samples.reshape(num_classes * num, *samples.shape[2:]))
-    hits = (predicted.reshape(num_classes, num) == np.arange(num_classes)[:, None])
-    return float(hits.mean()), [float(v) for v in hits.mean(axis=1)]
+def generate(backend: ClassModel, rows: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> np.ndarray:
+    """One sample per condition row, z ~ N(0, I) from `rng`, [N, H, W, C]."""
+    z = rng.standard_normal((len(rows), backend.latent_dim)).astype(np.float32)
+    return np.concatenate([backend.decode(z[i:i + batch_size], rows[i:i + batch_size])
+                           for i in range(0, len(rows), batch_size)])
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_cvae.conditions import CATEGORICAL, Condition, class_labels
 from keras_cvae.models.base import (
     MIN_PIXEL_SCALE,
     VariationalModel,
     bernoulli_log_prob,
     bounded_log_var,
+    condition_vector,
+    discretized_logistic_log_prob,
     gaussian_posterior,
     standard_normal_prior,
 )
 from keras_cvae.models.networks import ONE_HOT_SCALE, build_decoder, build_encoder
 
 tfd = tfp.distributions
+
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 
 
 @keras.saving.register_keras_serializable(package="keras_cvae")
@@ -27,18 +33,23 @@ class CVAE(VariationalModel):
 
     Args:
         image_shape: tuple of 3 ints. H, W, C of the images. Defaults to (28, 28, 1).
-        num_classes: int. Number of classes of the one-hot condition. Defaults to 10.
+        conditions: sequence of `Condition`s (or their dicts) or None. What c is: categorical
+            conditions enter the networks one-hot, continuous ones standardised. Defaults to one
+            categorical condition, `labels`, with `num_classes` classes named `class_names`.
         latent_dim: int. Size of z. Defaults to 20.
         arch: str. "mlp" or "conv". Defaults to "mlp".
         hidden_units: sequence of ints. Dense layer sizes of the encoder (mirrored in the
             decoder). Defaults to (400,).
-        likelihood: str. "bernoulli" (logits) or "gaussian" (sigmoid mean, learned per-pixel σ).
-            Defaults to "bernoulli".
+        likelihood: str. "bernoulli" (logits), "gaussian" (sigmoid mean, learned per-pixel σ) or
+            "discretized_logistic" (8-bit pixels, PixelCNN++'s likelihood, one logistic per pixel
+            with its mean and scale from the decoder). Defaults to "bernoulli".
         beta: float. Weight of the KL term in the loss (β-VAE). Defaults to 1.0.
         conditional: bool. False gives a plain VAE: no condition enters either network.
             Defaults to True.
-        class_names: sequence of str or None. Names for the classes, kept for plots.
         seed: int or None. Seed for the reparameterisation noise. Defaults to None.
+        num_classes: int or None. Shorthand for one categorical condition `labels` (with
+            `conditions` None). Defaults to 10.
+        class_names: sequence of str or None. The classes' names in that shorthand.
 
     Example:
         >>> model = CVAE(latent_dim=2)
@@ -49,34 +60,38 @@ class CVAE(VariationalModel):
     def __init__(
         self,
         image_shape: Sequence[int] = (28, 28, 1),
-        num_classes: int = 10,
+        conditions: Sequence[Condition | dict[str, Any]] | None = None,
         latent_dim: int = 20,
         arch: str = "mlp",
         hidden_units: Sequence[int] = (400,),
         likelihood: str = "bernoulli",
         beta: float = 1.0,
         conditional: bool = True,
-        class_names: Sequence[str] | None = None,
         seed: int | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         self.image_shape = tuple(int(d) for d in image_shape)
-        self.num_classes = int(num_classes)
+        if conditions is None:
+            conditions = [class_labels(class_names or [str(i) for i in range(num_classes or 10)])]
+        self.conditions = tuple(c if isinstance(c, Condition) else Condition.from_dict(c) for c in conditions)
         self.latent_dim = int(latent_dim)
         self.arch = arch
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.likelihood = likelihood
         self.beta = float(beta)
         self.conditional = bool(conditional)
-        self.class_names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
 
-        num_conditions = self.num_classes if self.conditional else 0
-        network_args = (self.image_shape, num_conditions, self.latent_dim, arch, self.hidden_units)
+        width = sum(c.width for c in self.conditions) if self.conditional else 0
+        network_args = (self.image_shape, width, self.latent_dim, arch, self.hidden_units)
         self.encoder = build_encoder(*network_args, condition_scale=ONE_HOT_SCALE)
-        self.decoder = build_decoder(*network_args, condition_scale=ONE_HOT_SCALE)
+        # The discretized logistic needs a mean and a scale per pixel: twice the channels.
+        self.decoder = build_decoder(*network_args, condition_scale=ONE_HOT_SCALE,
+                                     outputs_per_channel=2 if likelihood == "discretized_logistic" else 1)
         if likelihood == "gaussian":
             self.pixel_scale_raw = self.add_weight(
                 name="pixel_scale_raw", shape=self.image_shape,
@@ -90,24 +105,38 @@ class CVAE(VariationalModel):
         return {
             "name": self.name,
             "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
+            "conditions": [c.to_dict() for c in self.conditions],
             "latent_dim": self.latent_dim,
             "arch": self.arch,
             "hidden_units": list(self.hidden_units),
             "likelihood": self.likelihood,
             "beta": self.beta,
             "conditional": self.conditional,
-            "class_names": list(self.class_names),
             "seed": self.seed,
         }
 
+    @property
+    def class_conditions(self) -> Condition | None:
+        """The first categorical condition: the sample grids' rows."""
+        return next((c for c in self.conditions if c.kind == CATEGORICAL), None)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_conditions.values) if self.class_conditions else 0
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.class_conditions.values if self.class_conditions else ()
+
     # -- the networks as distributions --------------------------------------------------------
 
-    def _with_condition(self, tensor: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
+    def _with_condition(self, tensor: tf.Tensor, conditions: tf.Tensor) -> list[tf.Tensor]:
+        """The network's inputs: `tensor` and the condition vector of `conditions` ([N, M] rows of
+        category indices and values, or [N] for a model with one condition)."""
         tensor = tf.convert_to_tensor(tensor, tf.float32)
         if not self.conditional:
             return [tensor]
-        return [tensor, tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)]
+        return [tensor, condition_vector(conditions, self.conditions)]
 
     def encode(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """q(z | x, c)'s mean and (bounded) log-variance, each [N, latent_dim]."""
@@ -121,7 +150,11 @@ class CVAE(VariationalModel):
 
     def decode(self, z: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         """The mean image E[x | z, c] in [0, 1], [N, H, W, C]."""
-        return tf.sigmoid(self.decoder_logits(z, labels))
+        return self._mean_image(self.decoder_logits(z, labels))
+
+    def _mean_image(self, outputs: tf.Tensor) -> tf.Tensor:
+        # The discretized logistic's mean is its location, the first half of the channels.
+        return tf.sigmoid(outputs[..., :self.image_shape[-1]])
 
     posterior = staticmethod(gaussian_posterior)
 
@@ -133,9 +166,12 @@ class CVAE(VariationalModel):
         logits = self.decoder_logits(z, labels, training=training)
         if self.likelihood == "bernoulli":
             per_pixel = bernoulli_log_prob(images, logits)
-        else:
+        elif self.likelihood == "gaussian":
             scale = MIN_PIXEL_SCALE + tf.nn.softplus(self.pixel_scale_raw)
             per_pixel = tfd.Normal(loc=tf.sigmoid(logits), scale=scale).log_prob(images)
+        else:
+            channels = self.image_shape[-1]
+            per_pixel = discretized_logistic_log_prob(images, logits[..., :channels], logits[..., channels:])
         return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
 
     # -- the objective ------------------------------------------------------------------------
@@ -160,11 +196,12 @@ class CVAE(VariationalModel):
         """Deterministic reconstruction: decode the posterior mean."""
         images, labels = inputs
         z_mean, _ = self.encode(images, labels, training=training)
-        return tf.sigmoid(self.decoder_logits(z_mean, labels, training=training))
+        return self._mean_image(self.decoder_logits(z_mean, labels, training=training))
 
     def generate(self, labels: tf.Tensor, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
-        """Mean images for `labels`, from z ~ N(0, I) (or the given z), [N, H, W, C]."""
-        labels = tf.convert_to_tensor(labels, tf.int32)
+        """Mean images for the conditions `labels` ([N, M], or [N] with one condition), from
+        z ~ N(0, I) (or the given z), [N, H, W, C]."""
+        labels = tf.convert_to_tensor(labels)
         if z is None:
             z = keras.random.normal((tf.shape(labels)[0], self.latent_dim), seed=seed)
         return self.decode(z, labels)

@@ -1,8 +1,9 @@
 """Functional-API builders for the encoder q(z | x, c) and the decoder p(x | z, c).
 
 Both take the condition as a second input and concatenate it first: the encoder joins the image
-(flattened for `mlp`, as extra channels for `conv`) with the one-hot condition, the decoder joins
-z with it. With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
+(flattened for `mlp`, as extra channels for `conv`) with the condition vector (one-hot groups and
+standardised values), the decoder joins z with it. The conv networks' depth follows the image
+size (`conv_filters`). With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
 models load with `safe_mode=True`.
 
 `condition_scale` multiplies the condition before a dense concatenation (not the conv encoder's
@@ -21,8 +22,20 @@ import keras
 import numpy as np
 from keras import layers
 
-CONV_FILTERS = (32, 64)  # two stride-2 convolutions: 28 → 14 → 7, as in keras-io's VAE
+FIRST_FILTERS, MAX_FILTERS = 32, 256
+SMALLEST_SIDE = 8  # the conv encoder halves the image until its shorter side is at most this
 ONE_HOT_SCALE = 10.0
+
+
+def conv_filters(height: int, width: int) -> tuple[int, ...]:
+    """The conv encoder's stride-2 layers for an image size, as their filter counts: one layer per
+    halving until the shorter side is at most SMALLEST_SIDE (28 → 14 → 7: two, as in keras-io's
+    VAE; 64 → 32 → 16 → 8: three), filters doubling from 32 up to 256."""
+    side, filters = min(height, width), []
+    while side > SMALLEST_SIDE or not filters:
+        filters.append(min(FIRST_FILTERS * 2 ** len(filters), MAX_FILTERS))
+        side = -(-side // 2)
+    return tuple(filters)
 
 
 def _condition_input(num_conditions: int, scale: float) -> tuple[keras.KerasTensor | None, keras.KerasTensor | None]:
@@ -65,7 +78,7 @@ def build_encoder(
             planes = layers.Reshape((1, 1, num_conditions))(scaled)
             planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
             h = layers.Concatenate(name="image_and_condition")([h, planes])
-        for i, filters in enumerate(CONV_FILTERS):
+        for i, filters in enumerate(conv_filters(height, width)):
             h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
         h = layers.Flatten(name="flatten")(h)
     else:
@@ -86,8 +99,9 @@ def build_decoder(
     hidden_units: Sequence[int],
     name: str = "decoder",
     condition_scale: float = 1.0,
+    outputs_per_channel: int = 1,
 ) -> keras.Model:
-    """The decoder: (z, one-hot condition) → logits (Bernoulli) or means' logits, [N, H, W, C].
+    """The decoder: (z, condition) → logits (Bernoulli) or means' logits, [N, H, W, C·outputs_per_channel].
 
     The structured-output CVAE reuses it as its generation network p(y | x, z), x flattened.
     """
@@ -97,21 +111,25 @@ def build_decoder(
     h = layers.Concatenate(name="z_and_condition")([z, scaled]) if condition is not None else z
     for i, units in enumerate(reversed(tuple(hidden_units))):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+    out_channels = channels * outputs_per_channel
     if arch == "mlp":
-        h = layers.Dense(height * width * channels, name="logits_flat")(h)
-        logits = layers.Reshape(tuple(image_shape), name="logits")(h)
+        h = layers.Dense(height * width * out_channels, name="logits_flat")(h)
+        logits = layers.Reshape((height, width, out_channels), name="logits")(h)
     elif arch == "conv":
-        stride = 2 ** len(CONV_FILTERS)
-        if height % stride or width % stride:
-            raise ValueError(f"conv needs image sides divisible by {stride}, got {height}×{width}")
-        base = (height // stride, width // stride, CONV_FILTERS[-1])
+        # Mirror the encoder: start from its smallest map, double per layer, crop any excess
+        # (an odd side was rounded up on the way down).
+        filters = conv_filters(height, width)
+        scale = 2 ** len(filters)
+        base = (-(-height // scale), -(-width // scale), filters[-1])
         h = layers.Dense(base[0] * base[1] * base[2], activation="relu", name="project")(h)
         h = layers.Reshape(base)(h)
-        for i, filters in enumerate(reversed(CONV_FILTERS)):
-            h = layers.Conv2DTranspose(
-                filters, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}"
-            )(h)
-        logits = layers.Conv2DTranspose(channels, 3, padding="same", name="logits")(h)
+        for i, count in enumerate(reversed(filters)):
+            h = layers.Conv2DTranspose(count, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
+        excess_h, excess_w = base[0] * scale - height, base[1] * scale - width
+        if excess_h or excess_w:
+            h = layers.Cropping2D(((excess_h // 2, excess_h - excess_h // 2), (excess_w // 2, excess_w - excess_w // 2)),
+                                  name="crop")(h)
+        logits = layers.Conv2DTranspose(out_channels, 3, padding="same", name="logits")(h)
     else:
         raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
     inputs = [z, condition] if condition is not None else [z]

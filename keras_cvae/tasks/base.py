@@ -102,16 +102,6 @@ def check_image_shape(image_shape: tuple[int, ...], dataset: LoadedDataset) -> N
 # shapes at run time, so wrong shapes, labels and batch mismatches fail here with messages.
 
 
-def checked_labels(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    message = f"labels must be integers in [0, {num_classes}) (0 to {num_classes - 1})"
-    checks = [
-        tf.debugging.assert_non_negative(labels, message=message),
-        tf.debugging.assert_less(labels, tf.constant(num_classes, tf.int32), message=message),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(labels)
-
-
 def shape_check(tensor: tf.Tensor, name: str, item_shape: tuple[int, ...]) -> tf.Operation:
     """An assert that `tensor` is N × `item_shape`, its message naming the expected shape."""
     shape = "×".join(["N", *map(str, item_shape)])

@@ -1,12 +1,14 @@
-"""Task "classes": p(x | c) with a one-hot class condition and the prior N(0, I) (a plain VAE with
-`--no-conditional`). Its model is `CVAE`; its sample grids have one row per class and one fixed
-noise per column; its export answers generate / encode / decode / reconstruct / log_likelihood;
-its evaluation reports the ELBO, the importance-weighted NLL and the reference classifier's
-verdict on samples."""
+"""Task "classes": p(x | c) with the prior N(0, I), c any mix of categorical and continuous
+conditions (a plain VAE with `--no-conditional`). Its model is `CVAE`; its sample grids have one
+row per category of the first categorical condition (or a sweep of a continuous one) and one fixed
+noise per column; its export takes one input per condition and answers generate / encode / decode /
+reconstruct / log_likelihood; its evaluation reports the ELBO, the importance-weighted NLL (and
+bits per dimension for 8-bit likelihoods) and the reference judge's verdict on samples."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +16,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_cvae.conditions import CATEGORICAL, Condition, rows_from_mapping
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
-from keras_cvae.errors import UsageError
+from keras_cvae.errors import DataError, UsageError
 from keras_cvae.evaluation.classifier import reference_classifier
 from keras_cvae.evaluation.estimators import (
     ClassModel,
     KerasBackend,
-    conditional_accuracy,
     elbo_terms,
-    generate_per_class,
+    generate,
     iw_log_likelihood,
     mean_pairwise_distance,
     pca_2d,
+    sample_requests,
 )
 from keras_cvae.evaluation.report import Figures, standard_error, write_evaluation
 from keras_cvae.models.cvae import CVAE
@@ -38,48 +41,48 @@ from keras_cvae.plotting import (
     tile,
 )
 from keras_cvae.run_dir import RunDir
-from keras_cvae.tasks.base import (
-    Endpoint,
-    EvaluationOptions,
-    Task,
-    check_image_shape,
-    checked,
-    checked_labels,
-)
+from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, check_image_shape, checked
+from keras_cvae.tasks.conditioning import checked_rows, condition_specs, default_vary, grid_rows
 
-CLASS_NAMES_ASSET = "class_names.txt"
+CONDITIONS_ASSET = "conditions.json"
+BITS_PER_NAT = 1.0 / np.log(2.0)
+DISCRETE_LIKELIHOODS = ("discretized_logistic",)  # a probability mass over 8-bit pixels
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """Writes `samples/epoch_NNN.png` each epoch: one row per class, one fixed noise per column.
+    """Writes `samples/epoch_NNN.png` each epoch: one row per category of the first categorical
+    condition (else a sweep of the first continuous one), the other conditions held at stated
+    values, and one fixed noise per column.
 
     The noise is drawn once from `seed`, so the same column shows the same z all run long and
     the pictures show how the decoder changes, not how the noise does.
     """
 
-    def __init__(self, run_dir: RunDir, class_names: list[str], latent_dim: int, num_columns: int = 8,
+    def __init__(self, run_dir: RunDir, conditions: tuple[Condition, ...], latent_dim: int, num_columns: int = 8,
                  seed: int = 0, tensorboard_dir: Path | None = None) -> None:
         super().__init__()
         self.run_dir = run_dir
-        self.class_names = list(class_names)
+        self.rows = grid_rows(conditions, default_vary(conditions))
         rng = np.random.default_rng(seed)
-        self.noise = rng.standard_normal((len(class_names), num_columns, latent_dim)).astype("float32")
+        self.noise = rng.standard_normal((len(self.rows.labels), num_columns, latent_dim)).astype("float32")
         self.tensorboard_dir = tensorboard_dir
         self._writer = None
 
     def grid(self) -> np.ndarray:
-        """Decoded samples [classes, columns, H, W, C]. A conditional model reuses each column's
-        noise across rows; a plain VAE gets fresh noise for every cell (its rows carry no class)."""
+        """Decoded samples [rows, columns, H, W, C]. A conditional model reuses each column's
+        noise across rows; a plain VAE gets fresh noise for every cell (its rows carry no condition)."""
         rows, cols, latent_dim = self.noise.shape
         noise = self.noise if not self.model.conditional else np.broadcast_to(self.noise[:1], self.noise.shape)
-        labels = np.repeat(np.arange(rows, dtype="int32"), cols)
+        labels = np.repeat(self.rows.rows, cols, axis=0)
         images = np.asarray(self.model.generate(labels, z=noise.reshape(rows * cols, latent_dim)))
         return images.reshape(rows, cols, *images.shape[1:])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         images = self.grid()
-        labels = self.class_names if self.model.conditional else ["sample"] * len(self.class_names)
-        save_figure(sample_grid_figure(images, labels, title=f"epoch {epoch + 1}"), self.run_dir.samples_path(epoch + 1))
+        conditional = self.model.conditional
+        labels = self.rows.labels if conditional else ["sample"] * len(self.rows.labels)
+        title = f"epoch {epoch + 1}" + (f" ({self.rows.held})" if conditional and self.rows.held else "")
+        save_figure(sample_grid_figure(images, labels, title=title), self.run_dir.samples_path(epoch + 1))
         if self.tensorboard_dir is not None:
             self._log_to_tensorboard(images, epoch + 1)
 
@@ -93,12 +96,21 @@ class SampleGrid(keras.callbacks.Callback):
         self._writer.flush()
 
 
-def restyle(model: ClassModel, images: np.ndarray, labels) -> np.ndarray:
-    """Each image's posterior mean z decoded under every label, [N, num_classes, H, W, C]: the
-    "same z, another class" picture."""
-    z_mean, _ = model.encode(images, labels)
-    every = np.arange(model.num_classes, dtype=np.int32)
-    decoded = model.decode(np.repeat(z_mean, len(every), axis=0), np.tile(every, len(z_mean)))
+def first_categorical(model: ClassModel) -> int | None:
+    """The index of the model's first categorical condition (the one grids' rows show)."""
+    return next((i for i, c in enumerate(model.conditions) if c.kind == CATEGORICAL), None)
+
+
+def restyle(model: ClassModel, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each image's posterior mean z decoded under every category of the first categorical
+    condition (its other conditions kept), [N, K, H, W, C]: the "same z, another class" picture."""
+    rows = np.asarray(rows, np.float32).reshape(len(images), -1)
+    z_mean, _ = model.encode(images, rows)
+    first = first_categorical(model)
+    every = np.arange(len(model.conditions[first].values), dtype=np.float32)
+    restyled = np.repeat(rows, len(every), axis=0)
+    restyled[:, first] = np.tile(every, len(rows))
+    decoded = model.decode(np.repeat(z_mean, len(every), axis=0), restyled)
     return decoded.reshape(len(z_mean), len(every), *decoded.shape[1:])
 
 
@@ -115,63 +127,71 @@ class ClassesTask(Task):
         m = config.model
         return CVAE(
             image_shape=dataset.x_train.shape[1:],
-            num_classes=len(dataset.class_names),
+            conditions=dataset.conditions,
             latent_dim=m.latent_dim,
             arch=m.arch,
             hidden_units=m.resolved_hidden_units(),
             likelihood=m.likelihood,
             beta=m.beta,
             conditional=m.conditional,
-            class_names=dataset.class_names,
             seed=config.train.seed,
         )
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
         tensorboard_dir = run_dir.tensorboard_dir if config.train.tensorboard else None
-        return SampleGrid(run_dir, dataset.class_names, model.latent_dim, seed=config.train.seed,
+        return SampleGrid(run_dir, model.conditions, model.latent_dim, seed=config.train.seed,
                           tensorboard_dir=tensorboard_dir)
 
     # -- serving ------------------------------------------------------------------------------
 
     def endpoints(self, model: CVAE) -> dict[str, Endpoint]:
+        """Every signature takes one input per condition, named after it (see tasks.conditioning)."""
+        conditions = model.conditions
+        first = conditions[0].name if conditions else "conditions"
         image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
-        labels_spec = tf.TensorSpec([None], tf.int32, name="labels")
         z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
-        k, image_shape, z_shape = model.num_classes, model.image_shape, (model.latent_dim,)
+        specs = condition_specs(conditions)
+        image_shape, z_shape = model.image_shape, (model.latent_dim,)
 
-        def serving_default(labels):
-            labels = checked_labels(labels, k)
-            z = tf.random.normal([tf.shape(labels)[0], model.latent_dim])
-            return {"images": model.decode(z, labels)}
+        def serving_default(*inputs):
+            rows = checked_rows(conditions, inputs)
+            z = tf.random.normal([tf.shape(rows)[0], model.latent_dim])
+            return {"images": model.decode(z, rows)}
 
-        def decode(z, labels):
-            labels = checked_labels(labels, k)
-            return {"images": model.decode(checked(z, "z", z_shape, labels), labels)}
+        def decode(z, *inputs):
+            rows = checked_rows(conditions, inputs)
+            return {"images": model.decode(checked(z, "z", z_shape, rows, first), rows)}
 
-        def encode(images, labels):
-            labels = checked_labels(labels, k)
-            z_mean, z_log_var = model.encode(checked(images, "images", image_shape, labels), labels)
+        def encode(images, *inputs):
+            rows = checked_rows(conditions, inputs)
+            z_mean, z_log_var = model.encode(checked(images, "images", image_shape, rows, first), rows)
             return {"z_mean": z_mean, "z_log_var": z_log_var}
 
-        def reconstruct(images, labels):
-            labels = checked_labels(labels, k)
-            return {"images": model((checked(images, "images", image_shape, labels), labels))}
+        def reconstruct(images, *inputs):
+            rows = checked_rows(conditions, inputs)
+            return {"images": model((checked(images, "images", image_shape, rows, first), rows))}
 
-        def log_likelihood(images, labels, z):
-            labels = checked_labels(labels, k)
-            images = checked(images, "images", image_shape, labels)
-            return {"log_likelihood": model.log_likelihood(images, labels, checked(z, "z", z_shape, labels))}
+        def log_likelihood(images, z, *inputs):
+            rows = checked_rows(conditions, inputs)
+            images = checked(images, "images", image_shape, rows, first)
+            return {"log_likelihood": model.log_likelihood(images, rows, checked(z, "z", z_shape, rows, first))}
 
         return {
-            "serving_default": Endpoint(serving_default, [labels_spec]),
-            "decode": Endpoint(decode, [z_spec, labels_spec]),
-            "encode": Endpoint(encode, [image_spec, labels_spec]),
-            "reconstruct": Endpoint(reconstruct, [image_spec, labels_spec]),
-            "log_likelihood": Endpoint(log_likelihood, [image_spec, labels_spec, z_spec]),
+            "serving_default": Endpoint(serving_default, specs),
+            "decode": Endpoint(decode, [z_spec, *specs]),
+            "encode": Endpoint(encode, [image_spec, *specs]),
+            "reconstruct": Endpoint(reconstruct, [image_spec, *specs]),
+            "log_likelihood": Endpoint(log_likelihood, [image_spec, z_spec, *specs]),
         }
 
     def assets(self, model: CVAE) -> dict[str, str]:
-        return {CLASS_NAMES_ASSET: "\n".join(model.class_names) + "\n"}
+        """conditions.json (every condition's kind, vocabulary or scaling) and, per categorical
+        condition, `<name>_vocabulary.txt` (one category per line, in index order)."""
+        assets = {CONDITIONS_ASSET: json.dumps([c.to_dict() for c in model.conditions], indent=2) + "\n"}
+        for condition in model.conditions:
+            if condition.kind == CATEGORICAL:
+                assets[f"{condition.name}_vocabulary.txt"] = "\n".join(condition.values) + "\n"
+        return assets
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -179,24 +199,23 @@ class ClassesTask(Task):
                  history: list[dict[str, float]] | None = None, samples_per_class: int = 100) -> dict[str, Any]:
         backend = as_class_model(model)
         check_image_shape(backend.image_shape, dataset)
-        classifier = reference_classifier(dataset, options.dataset_name)
+        if [c.to_dict() for c in backend.conditions] != [c.to_dict() for c in dataset.conditions]:
+            raise UsageError(f"the model's conditions ({', '.join(c.name for c in backend.conditions)}) are not "
+                             f"{dataset.source}'s; evaluate on the data the model was trained on")
+        judge = reference_classifier(dataset, options.dataset_name)
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         y_test = dataset.y_test[:options.limit]
         rng = np.random.default_rng(options.seed)
 
         terms = elbo_terms(backend, x_test, y_test, rng)
         log_px = iw_log_likelihood(backend, x_test, y_test, options.iw_samples, rng)
-        samples = generate_per_class(backend, samples_per_class, rng)
-        accuracy, per_class = conditional_accuracy(samples, classifier)
-        sample_div = [mean_pairwise_distance(samples[c]) for c in range(backend.num_classes)]
-        real_div = [
-            mean_pairwise_distance(x_test[y_test == c][:samples_per_class]) if np.sum(y_test == c) > 1 else float("nan")
-            for c in range(backend.num_classes)
-        ]
-        names = list(backend.class_names)
+        requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
+        samples = generate(backend, requests, rng)
+        accuracy, error = judge.score(samples, requests)
+        likelihood = model.likelihood if isinstance(model, CVAE) else model.config["likelihood"]
         metrics = {
             "task": self.name,
-            "likelihood": model.likelihood if isinstance(model, CVAE) else model.config["likelihood"],
+            "likelihood": likelihood,
             "binarized": False,
             "test_elbo": float(terms["elbo"].mean()),
             "test_reconstruction": float(terms["reconstruction"].mean()),
@@ -204,70 +223,125 @@ class ClassesTask(Task):
             "test_nll_iw": float(-log_px.mean()),
             "iw_samples": int(options.iw_samples),
             "num_test_images": int(len(x_test)),
-            "conditional_accuracy": accuracy,
-            "per_class_accuracy": dict(zip(names, per_class)),
-            "classifier_test_accuracy": float(classifier.test_accuracy),
-            "classifier_blurred_test_accuracy": float(classifier.blurred_test_accuracy),
             "test_elbo_stderr": standard_error(terms["elbo"]),
             "test_nll_iw_stderr": standard_error(log_px),
-            "sample_diversity": float(np.mean(sample_div)),
-            "real_diversity": float(np.nanmean(real_div)),
-            "per_class_sample_diversity": dict(zip(names, sample_div)),
-            "per_class_real_diversity": dict(zip(names, real_div)),
             "seed": int(options.seed),
             "dataset": dataset.source,
         }
+        if likelihood in DISCRETE_LIKELIHOODS:
+            # A probability mass over 8-bit values: −log2 p(x) per pixel and channel.
+            metrics["test_bits_per_dim"] = metrics["test_nll_iw"] * BITS_PER_NAT / float(np.prod(backend.image_shape))
+        if accuracy:
+            metrics["conditional_accuracy"] = float(np.mean(list(accuracy.values())))
+            metrics["per_condition_accuracy"] = accuracy
+            metrics["classifier_test_accuracy"] = float(judge.test_accuracy)
+            metrics["classifier_per_condition_test_accuracy"] = judge.per_condition_test_accuracy
+            metrics["classifier_blurred_test_accuracy"] = float(judge.blurred_test_accuracy)
+            metrics.update(self._per_class(backend, samples, requests, x_test, y_test, judge, samples_per_class))
+        if error:
+            metrics["continuous_condition_error"] = error
+            metrics["regressor_test_error"] = judge.test_error
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
         self._figures(figures, backend, x_test, y_test, samples, rng, history)
         write_evaluation(output, metrics, self._report(metrics, options), figures)
         return metrics
 
+    @staticmethod
+    def _per_class(backend, samples, requests, x_test, y_test, judge, per_class) -> dict[str, Any]:
+        """Per category of the first categorical condition: the judge's accuracy on samples, and
+        the diversity of samples and of real test images (mean pairwise L2)."""
+        first = first_categorical(backend)
+        names = list(backend.conditions[first].values)
+        predicted = judge.predict(samples)[:, first]
+        hits = (predicted == requests[:, first]).reshape(len(names), per_class)
+        groups = samples.reshape(len(names), per_class, *samples.shape[1:])
+        sample_div = [mean_pairwise_distance(group) for group in groups]
+        real_div = [mean_pairwise_distance(x_test[y_test[:, first] == c][:per_class])
+                    if np.sum(y_test[:, first] == c) > 1 else float("nan") for c in range(len(names))]
+        return {
+            "per_class_accuracy": dict(zip(names, (float(v) for v in hits.mean(axis=1)))),
+            "sample_diversity": float(np.mean(sample_div)),
+            "real_diversity": float(np.nanmean(real_div)),
+            "per_class_sample_diversity": dict(zip(names, sample_div)),
+            "per_class_real_diversity": dict(zip(names, real_div)),
+        }
+
     def summary(self, metrics: dict[str, Any]) -> str:
-        return (f"test ELBO {metrics['test_elbo']:.2f}, IW-NLL (K={metrics['iw_samples']}) {metrics['test_nll_iw']:.2f}, "
-                f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
-                f"(classifier on real test images {metrics['classifier_test_accuracy']:.3f})")
+        parts = [f"test ELBO {metrics['test_elbo']:.2f}", f"IW-NLL (K={metrics['iw_samples']}) {metrics['test_nll_iw']:.2f}"]
+        if "test_bits_per_dim" in metrics:
+            parts.append(f"{metrics['test_bits_per_dim']:.3f} bits/dim")
+        if "conditional_accuracy" in metrics:
+            parts.append(f"conditional accuracy {metrics['conditional_accuracy']:.3f} "
+                         f"(classifier on real test images {metrics['classifier_test_accuracy']:.3f})")
+        for name, value in metrics.get("continuous_condition_error", {}).items():
+            parts.append(f"{name} error {value:.3g} (regressor on real test images {metrics['regressor_test_error'][name]:.3g})")
+        return ", ".join(parts)
 
     @staticmethod
     def _figures(figures: Figures, backend: ClassModel, x_test, y_test, samples, rng, history) -> None:
-        names = backend.class_names
-        figures.save("samples", sample_grid_figure(samples[:, :10], names, title="samples (rows: label asked for)"))
-
-        # One test image of each class: real above, reconstruction (decoded posterior mean) below.
-        firsts = np.array([np.flatnonzero(y_test == c)[0] for c in range(backend.num_classes) if np.any(y_test == c)])
-        z_mean, _ = backend.encode(x_test[firsts], y_test[firsts])
-        recon = backend.decode(z_mean, y_test[firsts])
-        figures.save("reconstructions", sample_grid_figure(np.stack([x_test[firsts], recon]), ["real", "reconstructed"],
+        conditions = backend.conditions
+        first = first_categorical(backend)
+        if first is not None:
+            names = list(conditions[first].values)
+            grid = samples.reshape(len(names), -1, *samples.shape[1:])[:, :10]
+            figures.save("samples", sample_grid_figure(grid, names, title=f"samples (rows: {conditions[first].name} asked for)"))
+            # One test image of each class: real above, reconstruction (decoded posterior mean) below.
+            shown = np.array([np.flatnonzero(y_test[:, first] == c)[0] for c in range(len(names))
+                              if np.any(y_test[:, first] == c)])
+        else:
+            figures.save("samples", sample_grid_figure(samples[:80].reshape(8, 10, *samples.shape[1:]), [""] * 8,
+                                                       title="samples at test images' conditions"))
+            shown = np.arange(min(10, len(x_test)))
+        z_mean, _ = backend.encode(x_test[shown], y_test[shown])
+        recon = backend.decode(z_mean, y_test[shown])
+        figures.save("reconstructions", sample_grid_figure(np.stack([x_test[shown], recon]), ["real", "reconstructed"],
                                                            title="reconstructions"))
 
         subset = slice(0, min(len(x_test), 5000))
         z_mean, _ = backend.encode(x_test[subset], y_test[subset])
         axes_label = "z" if backend.latent_dim <= 2 else "principal component"
-        figures.save("latent_space", latent_scatter_figure(pca_2d(z_mean), y_test[subset], names, axes_label))
+        if first is not None:
+            figures.save("latent_space", latent_scatter_figure(pca_2d(z_mean), y_test[subset, first], names, axes_label))
 
+        # The same 8 z under every row of each condition's grid: its categories, or a sweep.
+        z = rng.standard_normal((8, backend.latent_dim)).astype(np.float32)
+        for index, condition in enumerate(conditions):
+            rows = grid_rows(conditions, index)
+            images = backend.decode(np.tile(z, (len(rows.labels), 1)), np.repeat(rows.rows, len(z), axis=0))
+            kind = "sweep" if condition.kind != CATEGORICAL else "categories"
+            figures.save(f"{kind}_{condition.name}", sample_grid_figure(
+                images.reshape(len(rows.labels), len(z), *images.shape[1:]), rows.labels,
+                title=f"same z, every {condition.name}" + (f" ({rows.held})" if rows.held else "")))
+        if first is None:
+            if history:
+                figures.save("elbo_curve", elbo_curve_figure(history))
+            return
+
+        held = grid_rows(conditions, first)
         if backend.latent_dim == 2:
-            # Grid over the prior's quantiles (−1.5σ … 1.5σ), for the first four classes.
+            # Grid over the prior's quantiles (−1.5σ … 1.5σ), for the first four categories.
             steps = np.linspace(-1.5, 1.5, 10, dtype=np.float32)
             grid = np.stack(np.meshgrid(steps, steps[::-1]), axis=-1).reshape(-1, 2)
-            panels = [backend.decode(grid, np.full(len(grid), c, np.int32)) for c in range(min(4, backend.num_classes))]
+            panels = [backend.decode(grid, np.repeat(held.rows[c:c + 1], len(grid), axis=0))
+                      for c in range(min(4, len(names)))]
             rows = [np.concatenate([p.reshape(10, 10, *p.shape[1:])[r] for p in panels]) for r in range(10)]
             figures.save("manifold", sample_grid_figure(np.stack(rows), [""] * 10,
                                                         title=f"2-D manifold for {', '.join(names[:4])}"))
 
-        # Interpolation between two fixed z, decoded under every label.
+        # Interpolation between two fixed z, decoded under every category.
         z_pair = rng.standard_normal((2, backend.latent_dim)).astype(np.float32)
         weights = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
         path = (1 - weights) * z_pair[0] + weights * z_pair[1]
-        labels = np.repeat(np.arange(backend.num_classes, dtype=np.int32), len(path))
-        images = backend.decode(np.tile(path, (backend.num_classes, 1)), labels)
+        images = backend.decode(np.tile(path, (len(names), 1)), np.repeat(held.rows, len(path), axis=0))
         figures.save("interpolation", sample_grid_figure(
-            images.reshape(backend.num_classes, len(path), *images.shape[1:]), names,
-            title="interpolation between two z, per label"))
+            images.reshape(len(names), len(path), *images.shape[1:]), names,
+            title=f"interpolation between two z, per {conditions[first].name}"))
 
-        # Style transfer: each class's first test image, its z decoded under every label.
-        rows = np.concatenate([x_test[firsts][:, None], restyle(backend, x_test[firsts], y_test[firsts])], axis=1)
-        figures.save("style_transfer", sample_grid_figure(rows, [names[y_test[i]] for i in firsts],
-                                                          title="same z, every label", column_labels=["input", *names]))
+        # Style transfer: each category's first test image, its z decoded under every category.
+        rows = np.concatenate([x_test[shown][:, None], restyle(backend, x_test[shown], y_test[shown])], axis=1)
+        figures.save("style_transfer", sample_grid_figure(rows, [names[int(y_test[i, first])] for i in shown],
+                                                          title="same z, every category", column_labels=["input", *names]))
         if history:
             figures.save("elbo_curve", elbo_curve_figure(history))
 
@@ -284,8 +358,19 @@ class ClassesTask(Task):
             f"| reconstruction (−log p(x\\|z,c)) | {m['test_reconstruction']:.2f} |",
             f"| KL(q ‖ p) | {m['test_kl']:.2f} |",
             f"| importance-weighted NLL, K={m['iw_samples']} | {m['test_nll_iw']:.2f} ± {m['test_nll_iw_stderr']:.2f} |",
-            f"| conditional accuracy of samples | {m['conditional_accuracy']:.3f} |",
-            f"| reference classifier on real test images | {m['classifier_test_accuracy']:.3f} |",
+        ]
+        if "test_bits_per_dim" in m:
+            lines.append(f"| the same in bits per dimension | {m['test_bits_per_dim']:.4f} |")
+        for name, accuracy in m.get("per_condition_accuracy", {}).items():
+            lines.append(f"| samples showing the {name} asked for (judge) | {accuracy:.3f} |")
+            lines.append(f"| judge's {name} accuracy on real test images | "
+                         f"{m['classifier_per_condition_test_accuracy'][name]:.3f} |")
+        for name, value in m.get("continuous_condition_error", {}).items():
+            lines.append(f"| samples' {name} error (regressor, mean absolute, data units) | {value:.4g} |")
+            lines.append(f"| regressor's {name} error on real test images | {m['regressor_test_error'][name]:.4g} |")
+        if "per_class_accuracy" not in m:
+            return lines
+        lines += [
             f"| reference classifier on blurred real test images (σ = 1 px) | {m['classifier_blurred_test_accuracy']:.3f} |",
             f"| sample diversity (mean pairwise L2, per class) | {m['sample_diversity']:.2f} |",
             f"| real-image diversity (same measure) | {m['real_diversity']:.2f} |",
@@ -305,32 +390,47 @@ class ClassesTask(Task):
 
     def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
         if args.from_test is not None:
-            raise UsageError("--from-test is for image-completion models; use --label or --style-from")
+            raise UsageError("--from-test is for image-completion models; use --condition or --style-from")
         backend = as_class_model(model)
-        names = list(backend.class_names)
+        conditions = backend.conditions
+        first = first_categorical(backend)
         if args.style_from is not None:
+            if first is None:
+                raise UsageError("--style-from needs a model with a categorical condition")
             if not 0 <= args.style_from < len(dataset.x_test):
                 raise UsageError(f"--style-from must be in [0, {len(dataset.x_test)}), got {args.style_from}")
             image = dataset.x_test[args.style_from].astype("float32") / 255.0
-            label = int(dataset.y_test[args.style_from])
-            grid = np.concatenate([image[np.newaxis, np.newaxis], restyle(backend, image[np.newaxis], [label])], axis=1)
-            return sample_grid_figure(grid, [f"test #{args.style_from}"], title="same z, every label",
-                                      column_labels=[f"input ({names[label]})", *names])
-        labels = self._labels(args.label, backend.num_classes)
-        # The same noise in each column, so rows differ by label only.
+            row = dataset.y_test[args.style_from:args.style_from + 1]
+            names = list(conditions[first].values)
+            grid = np.concatenate([image[np.newaxis, np.newaxis], restyle(backend, image[np.newaxis], row)], axis=1)
+            return sample_grid_figure(grid, [f"test #{args.style_from}"], title="same z, every category",
+                                      column_labels=[f"input ({names[int(row[0, first])]})", *names])
+        given = self._given(args, conditions, first)
+        vary = next((i for i, c in enumerate(conditions) if c.name not in given and c.kind == CATEGORICAL),
+                    next((i for i, c in enumerate(conditions) if c.name not in given), None))
+        try:
+            held = rows_from_mapping(conditions, given, 1)[0]
+        except DataError as err:
+            raise UsageError(f"--condition: {err}") from None
+        rows = grid_rows(conditions, vary, held)
+        # The same noise in each column, so rows differ by their conditions only.
         z = np.random.default_rng(args.seed).standard_normal((args.num, backend.latent_dim)).astype("float32")
-        images = backend.decode(np.tile(z, (len(labels), 1)), np.repeat(labels, args.num).astype(np.int32))
-        grid = images.reshape(len(labels), args.num, *images.shape[1:])
-        return sample_grid_figure(grid, [names[i] for i in labels], title=f"samples, seed {args.seed}")
+        images = backend.decode(np.tile(z, (len(rows.labels), 1)), np.repeat(rows.rows, args.num, axis=0))
+        grid = images.reshape(len(rows.labels), args.num, *images.shape[1:])
+        title = f"samples, seed {args.seed}" + (f" ({rows.held})" if rows.held else "")
+        return sample_grid_figure(grid, rows.labels, title=title)
 
     @staticmethod
-    def _labels(text: str, num_classes: int) -> list[int]:
-        if text == "all":
-            return list(range(num_classes))
-        try:
-            label = int(text)
-        except ValueError:
-            raise UsageError(f"--label must be an integer or 'all', got {text!r}") from None
-        if not 0 <= label < num_classes:
-            raise UsageError(f"--label {label} is out of range: labels must be in [0, {num_classes})")
-        return [label]
+    def _given(args: argparse.Namespace, conditions: tuple[Condition, ...], first: int | None) -> dict[str, str]:
+        """--condition NAME=VALUE pairs, and --label as the first categorical condition's value."""
+        given = {}
+        for text in args.condition or []:
+            name, sep, value = text.partition("=")
+            if not sep:
+                raise UsageError(f"--condition {text!r}: expected NAME=VALUE, e.g. labels=3")
+            given[name] = value
+        if args.label not in (None, "all"):
+            if first is None:
+                raise UsageError("--label needs a model with a categorical condition; use --condition NAME=VALUE")
+            given.setdefault(conditions[first].name, args.label)
+        return given
