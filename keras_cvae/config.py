@@ -103,7 +103,7 @@ class DataConfig:
         "metadata.csv); the only source tried", parse=str, resumable=True)
     conditions: str | None = setting(
         None, "metadata.csv columns to condition on, NAME[:categorical|continuous],… (default: every column)",
-        parse=str)
+        parse=str, used_when=(lambda c: not _completion(c), "--task completion (the condition is the image part)"))
     image_size: tuple[int, int] | None = setting(None, "resize every image to HxW (antialiased)",
                                                  parse=_image_size)
     test_fraction: float = setting(0.1, "share of an image folder without a split column held out for testing",

@@ -65,8 +65,9 @@ def test_cli_refuses_completion_models_for_class_conditional_runs(tmp_path):
         (["--objective", "baseline", "--kl-warmup", "3"], "--kl-warmup does not apply to --objective baseline or gsnn"),
         (["--objective", "cvae", "--alpha", "0.3"], "--alpha does not apply to anything but --objective hybrid"),
         (["--arch", "conv"], "--task completion uses --arch mlp"),
+        (["--conditions", "labels"], "--conditions does not apply to --task completion"),
     ],
-    ids=["likelihood", "beta", "kl-warmup", "alpha", "arch"],
+    ids=["likelihood", "beta", "kl-warmup", "alpha", "arch", "conditions"],
 )
 def test_flags_a_completion_run_would_ignore_are_refused(tmp_path, flags, message):
     """Regression (defect 4): --beta, --likelihood, --kl-warmup and --arch conv were ignored."""
