@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -281,3 +282,17 @@ def test_serving_labels_are_checked_in_the_graph(serving, labels):
         return
     assert all(0 <= v < 10 for v in labels)
     assert images.shape == (len(labels), 28, 28, 1)
+
+
+def test_client_reads_an_export_written_before_conditions(export_root, tmp_path):
+    """Exports of earlier versions name their classes in the model config, without conditions."""
+    old = tmp_path / "1"
+    shutil.copytree(export_root / "1", old)
+    config_path = old / "assets" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["model"].pop("conditions")
+    config["model"].update(num_classes=10, class_names=list("abcdefghij"))
+    config_path.write_text(json.dumps(config))
+    client = load_client(old)
+    assert client.class_names == list("abcdefghij")
+    np.testing.assert_array_equal(client.generate(["b", "j"], seed=3), load_client(export_root).generate([1, 9], seed=3))
