@@ -128,6 +128,8 @@ BAD_FOLDERS = {
         lines[3].rsplit(",", 1)[0] + ",big"] + lines[4:]), "column 'size' is continuous but row 3 holds 'big'"),
     "bad split": (lambda root: _rewrite(root, lambda lines: [lines[0] + ",split"] + [line + ",valid" for line in lines[1:]]),
                   "column 'split' holds 'valid'"),
+    "no conditions": (lambda root: _rewrite(root, lambda lines: [line.split(",")[0] for line in lines]),
+                      "no condition columns besides 'file_name'"),
     "bad name": (lambda root: _rewrite(root, lambda lines: [lines[0].replace("colour", "hair colour")] + lines[1:]),
                  "condition column 'hair colour' cannot name a serving input"),
 }

@@ -14,7 +14,7 @@ from keras_cvae.evaluation.classifier import reference_classifier
 from keras_cvae.evaluation.estimators import (
     KerasBackend,
     elbo_terms,
-    generate,
+    generate_samples,
     iw_log_likelihood,
     log_mean_exp,
     mean_pairwise_distance,
@@ -154,11 +154,11 @@ def test_conditional_accuracy_known_answers(small_classifier):
     np.testing.assert_array_equal(classifier.predict(x_test[:64]), classifier.predict(x_test[:64]))
     rng = np.random.default_rng(0)
     requests = sample_requests(dataset.conditions, dataset.y_test, 100, rng)
-    blind = classifier.score(generate(LabelBlindBackend(x_test), requests, rng), requests)[0]["labels"]
+    blind = classifier.score(generate_samples(LabelBlindBackend(x_test), requests, rng), requests)[0]["labels"]
     assert 0.05 < blind < 0.15
     labels = dataset.y_test[:, 0]
     requests = sample_requests(dataset.conditions, dataset.y_test, int(min(np.bincount(labels.astype(int)))), rng)
-    perfect = classifier.score(generate(PerfectBackend(x_test, labels), requests, rng), requests)[0]["labels"]
+    perfect = classifier.score(generate_samples(PerfectBackend(x_test, labels), requests, rng), requests)[0]["labels"]
     assert perfect == pytest.approx(classifier.test_accuracy, abs=0.03)
 
 

@@ -273,6 +273,9 @@ def _folder_dataset(root: Path, picked: list[tuple[str, str | None]], size: tupl
     table = read_folder(root)
     known = list(table.columns)
     names = [name for name, _ in picked] or known
+    if not names:
+        raise DataError(f"{table.source}: no condition columns besides {'file_name'!r}; add one (a plain VAE "
+                        f"trains with --no-conditional and any column)")
     unknown = [name for name in names if name not in table.columns]
     if unknown:
         raise DataError(f"--conditions: {table.source} has no column {unknown[0]!r}; its conditions are {', '.join(known)}")

@@ -168,7 +168,7 @@ def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_
     return np.concatenate(groups)
 
 
-def generate(backend: ClassModel, rows: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> np.ndarray:
+def generate_samples(backend: ClassModel, rows: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> np.ndarray:
     """One sample per condition row, z ~ N(0, I) from `rng`, [N, H, W, C]."""
     z = rng.standard_normal((len(rows), backend.latent_dim)).astype(np.float32)
     return np.concatenate([backend.decode(z[i:i + batch_size], rows[i:i + batch_size])

@@ -25,7 +25,7 @@ from keras_cvae.evaluation.estimators import (
     ClassModel,
     KerasBackend,
     elbo_terms,
-    generate,
+    generate_samples,
     iw_log_likelihood,
     mean_pairwise_distance,
     pca_2d,
@@ -210,7 +210,7 @@ class ClassesTask(Task):
         terms = elbo_terms(backend, x_test, y_test, rng)
         log_px = iw_log_likelihood(backend, x_test, y_test, options.iw_samples, rng)
         requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
-        samples = generate(backend, requests, rng)
+        samples = generate_samples(backend, requests, rng)
         accuracy, error = judge.score(samples, requests)
         likelihood = model.likelihood if isinstance(model, CVAE) else model.config["likelihood"]
         metrics = {

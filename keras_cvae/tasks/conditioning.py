@@ -48,12 +48,9 @@ def grid_rows(conditions: Sequence[Condition], vary: int | None, held: np.ndarra
 
 
 def default_vary(conditions: Sequence[Condition]) -> int | None:
-    """The condition a sample grid's rows vary: the first categorical one, else the first continuous."""
-    for kind in (CATEGORICAL, None):
-        for index, condition in enumerate(conditions):
-            if kind is None or condition.kind == kind:
-                return index
-    return None
+    """The condition a sample grid's rows vary: the first categorical one, else the first one."""
+    categorical = [i for i, c in enumerate(conditions) if c.kind == CATEGORICAL]
+    return categorical[0] if categorical else (0 if conditions else None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -69,6 +66,8 @@ def condition_specs(conditions: Sequence[Condition]) -> list[tf.TensorSpec]:
 def checked_rows(conditions: Sequence[Condition], inputs: Sequence[tf.Tensor]) -> tf.Tensor:
     """The condition inputs as rows [N, M] float32, after asserting in the graph that categories
     are in range, values finite, and every input has one batch size."""
+    if not inputs:
+        raise ValueError("a conditional export needs at least one condition")
     checks = []
     for condition, tensor in zip(conditions, inputs):
         if condition.kind == CATEGORICAL:
@@ -83,6 +82,4 @@ def checked_rows(conditions: Sequence[Condition], inputs: Sequence[tf.Tensor]) -
                 tf.shape(tensor)[0], tf.shape(inputs[0])[0],
                 message=f"{condition.name} and {conditions[0].name} must have the same batch size"))
     with tf.control_dependencies(checks):
-        if not inputs:
-            raise ValueError("a conditional export needs at least one condition")
         return tf.stack([tf.cast(t, tf.float32) for t in inputs], axis=1)
