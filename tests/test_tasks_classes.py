@@ -130,6 +130,13 @@ def test_a_folder_export_takes_one_input_per_condition(shapes_run, tmp_path):
     images = client.generate({"shape": ["square", "bar"], "colour": "red", "size": 4.0}, num=2, seed=1)
     assert images.shape == (4, 16, 16, 3) and 0 <= images.min() and images.max() <= 1
     np.testing.assert_allclose(images, client.generate([[1, 2, 4.0], [0, 2, 4.0]], num=2, seed=1), atol=1e-6)
+    # The export standardises continuous values in its graph exactly as the Keras model does.
+    import keras
+
+    model = keras.saving.load_model(shapes_run / "run" / "model.keras", safe_mode=True)
+    rows = np.array([[1, 2, 2.0], [0, 1, 6.0], [1, 0, 3.3]], "float32")
+    z = np.random.default_rng(2).standard_normal((3, model.latent_dim)).astype("float32")
+    np.testing.assert_allclose(client.decode(z, rows), model.decode(z, rows), atol=1e-5)
     with pytest.raises(ValueError, match="colour: unknown category 'purple'"):
         client.generate({"colour": "purple"})
     import tensorflow as tf
