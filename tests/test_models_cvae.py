@@ -218,7 +218,7 @@ def test_discretized_logistic_is_a_probability_mass_with_pixelcnn_bins():
         # By hand: P(x) = F(x + ½) − F(x − ½), the end bins taking the tails.
         loc = 255.0 / (1.0 + np.exp(-loc_logit))
         scale = MIN_LOGISTIC_SCALE + INITIAL_LOGISTIC_SCALE * np.exp(scale_raw)
-        inner = 1.0 / (1.0 + np.exp(-(np.arange(255) + 0.5 - loc) / scale))  # the logistic's CDF at the bin edges
+        inner = 0.5 * (1.0 + np.tanh((np.arange(255) + 0.5 - loc) / (2.0 * scale)))  # the logistic CDF at the bin edges
         edges = np.concatenate([[0.0], inner, [1.0]])
         expected = np.log(np.maximum(np.diff(edges), 1e-300))
         finite = expected > -30
