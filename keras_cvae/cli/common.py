@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from keras_cvae.config import ConfigError, RunConfig, Setting, settings
-from keras_cvae.data import LoadedDataset, load_dataset
+from keras_cvae.config import ConfigError, DataConfig, RunConfig, Setting, settings
+from keras_cvae.data import LoadedDataset, load_configured
 from keras_cvae.errors import DataError, NonFiniteLossError, UsageError
 from keras_cvae.run_dir import ModelLocation
 
@@ -53,14 +53,11 @@ def add_model_flags(parser: argparse.ArgumentParser, model_help: str) -> None:
 def load_test_data(location: ModelLocation, args: argparse.Namespace) -> tuple[str, LoadedDataset]:
     """The dataset a saved model was trained on (its name and arrays), found again from its
     recorded data settings; --dataset and --data-dir override them."""
-    data = location.data or {}
-    name = args.dataset or location.dataset
-    if name is None:
+    data = DataConfig(**location.data) if location.data else DataConfig()
+    data.dataset = args.dataset or location.dataset
+    if data.dataset is None:
         raise UsageError("the model does not record its dataset; pass --dataset")
-    image_size = data.get("image_size")
-    return name, load_dataset(name, args.data_dir or data.get("data_dir"), conditions=data.get("conditions"),
-                              image_size=tuple(image_size) if image_size else None,
-                              test_fraction=data.get("test_fraction", 0.1))
+    return data.dataset, load_configured(data, args.data_dir)
 
 
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:

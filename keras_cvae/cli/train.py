@@ -18,7 +18,7 @@ from keras_cvae.cli.common import (
     writable_dir,
 )
 from keras_cvae.config import RunConfig
-from keras_cvae.data import dataset_name, get_spec, load_dataset
+from keras_cvae.data import dataset_name, get_spec, load_configured
 from keras_cvae.distribute import is_chief
 from keras_cvae.errors import UsageError
 from keras_cvae.run_dir import RunDir, default_export_root, default_run_dir
@@ -62,11 +62,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
 
 def _train(args: argparse.Namespace) -> int:
     config, run_dir = resolve_config(args)
-    data = config.data
-    if data.data_dir is None:
-        get_spec(data.dataset)  # an unknown name fails before anything is written
-    dataset = load_dataset(data.dataset, data.data_dir, conditions=data.conditions, image_size=data.image_size,
-                           test_fraction=data.test_fraction)
+    if config.data.data_dir is None:
+        get_spec(config.data.dataset)  # an unknown name fails before anything is written
+    dataset = load_configured(config.data)
     writable_dir(run_dir.path, "run dir")
 
     from keras_cvae.training import train

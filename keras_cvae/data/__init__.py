@@ -37,12 +37,13 @@ from keras_cvae.data.files import (
 )
 from keras_cvae.data.folders import FolderTable, decode_images, is_image_folder, read_folder
 from keras_cvae.data.pipeline import limit_and_split, make_pipeline
+from keras_cvae.config import DataConfig
 from keras_cvae.errors import DataError
 
 __all__ = [
     "CATEGORICAL", "CONTINUOUS", "DATASETS", "Condition", "DataError", "DatasetSpec", "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "dataset_name", "first_categorical", "get_spec",
-    "limit_and_split", "load_dataset", "make_pipeline", "parse_idx",
+    "limit_and_split", "load_configured", "load_dataset", "make_pipeline", "parse_idx",
 ]
 
 DATA_DIR_ENV = "KERAS_CVAE_DATA_DIR"
@@ -335,3 +336,9 @@ def load_dataset(
         raise DataError(f"--conditions {conditions!r}: {dataset.source} has one categorical condition, labels")
     check_conditions(dataset.conditions, dataset.y_train, dataset.source)
     return dataset
+
+
+def load_configured(config: DataConfig, data_dir: str | Path | None = None) -> LoadedDataset:
+    """The dataset a run's data settings describe (`data_dir`, when given, overriding theirs)."""
+    return load_dataset(config.dataset, data_dir or config.data_dir, conditions=config.conditions,
+                        image_size=config.image_size, test_fraction=config.test_fraction)
