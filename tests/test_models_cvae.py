@@ -233,3 +233,9 @@ def test_discretized_logistic_gradients_stay_finite_at_the_extremes():
         total = tf.reduce_sum(discretized_logistic_log_prob(pixels, loc_logits, scale_raw))
     assert np.isfinite(total.numpy())
     assert all(np.all(np.isfinite(g.numpy())) for g in tape.gradient(total, [loc_logits, scale_raw]))
+
+
+def test_no_conditions_is_a_plain_vae():
+    model = small_model(conditions=[])
+    assert not model.conditional and model.num_classes == 0 and len(model.encoder.inputs) == 1
+    assert model.generate(np.zeros((2, 0), "float32")).shape == (2, 28, 28, 1)

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.conditions import CATEGORICAL, Condition, class_labels
+from keras_cvae.config import LIKELIHOODS
 from keras_cvae.models.base import (
     MIN_PIXEL_SCALE,
     VariationalModel,
@@ -23,8 +24,6 @@ from keras_cvae.models.base import (
 from keras_cvae.models.networks import ONE_HOT_SCALE, build_decoder, build_encoder
 
 tfd = tfp.distributions
-
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 
 
 @keras.saving.register_keras_serializable(package="keras_cvae")
@@ -84,7 +83,7 @@ class CVAE(VariationalModel):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.likelihood = likelihood
         self.beta = float(beta)
-        self.conditional = bool(conditional)
+        self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
 
         width = sum(c.width for c in self.conditions) if self.conditional else 0
         network_args = (self.image_shape, width, self.latent_dim, arch, self.hidden_units)
