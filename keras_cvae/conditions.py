@@ -89,6 +89,18 @@ class Condition:
         return number
 
 
+def first_categorical(conditions: Sequence[Condition]) -> int | None:
+    """The index of the first categorical condition (the one sample grids' rows and the class
+    names follow), None without one."""
+    return next((i for i, c in enumerate(conditions) if c.kind == CATEGORICAL), None)
+
+
+def class_names(conditions: Sequence[Condition]) -> tuple[str, ...]:
+    """The categories of the first categorical condition; () without one."""
+    first = first_categorical(conditions)
+    return conditions[first].values if first is not None else ()
+
+
 def class_labels(class_names: Sequence[str]) -> Condition:
     """The one categorical condition `labels` of class data (IDX, npz, class subfolders)."""
     return Condition("labels", CATEGORICAL, values=tuple(str(name) for name in class_names))

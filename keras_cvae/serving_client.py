@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from keras_cvae.conditions import CATEGORICAL, Condition, check_conditions, class_labels, rows_from_mapping
+from keras_cvae.conditions import (
+    CATEGORICAL,
+    Condition,
+    check_conditions,
+    class_labels,
+    class_names,
+    rows_from_mapping,
+)
 from keras_cvae.run_dir import read_export_config, resolve_version_dir
 
 # Conditions: a mapping {name: values} (category names or indices, numbers in the data's units;
@@ -44,8 +51,7 @@ class SavedModelClient:
         self.conditions: tuple[Condition, ...] = tuple(Condition.from_dict(c) for c in model_config.get("conditions", []))
         if not self.conditions and model_config.get("class_names") and self.task == "classes":
             self.conditions = (class_labels(model_config["class_names"]),)  # exported before conditions existed
-        first = next((c for c in self.conditions if c.kind == CATEGORICAL), None)
-        self.class_names: list[str] = list(first.values) if first else []
+        self.class_names: list[str] = list(class_names(self.conditions))
         self._tf = tf
         self._signatures = tf.saved_model.load(str(self.path)).signatures
 

@@ -22,6 +22,7 @@ from keras_cvae.conditions import (
     check_conditions,
     checked_name,
     class_labels,
+    class_names,
     encode_column,
     parse_condition_list,
 )
@@ -42,7 +43,7 @@ from keras_cvae.errors import DataError
 
 __all__ = [
     "CATEGORICAL", "CONTINUOUS", "DATASETS", "Condition", "DataError", "DatasetSpec", "IDX_IMAGES_MAGIC",
-    "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "dataset_name", "first_categorical", "get_spec",
+    "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "dataset_name", "get_spec",
     "limit_and_split", "load_configured", "load_dataset", "make_pipeline", "parse_idx",
 ]
 
@@ -114,12 +115,7 @@ class LoadedDataset:
     @property
     def class_names(self) -> tuple[str, ...]:
         """The categories of the first categorical condition (the sample grids' rows)."""
-        first = first_categorical(self.conditions)
-        return first.values if first is not None else ()
-
-
-def first_categorical(conditions: tuple[Condition, ...]) -> Condition | None:
-    return next((c for c in conditions if c.kind == CATEGORICAL), None)
+        return class_names(self.conditions)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.conditions import CATEGORICAL, Condition
+from keras_cvae.conditions import Condition, first_categorical
 from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
 from keras_cvae.models.cvae import CVAE
 
@@ -155,7 +155,7 @@ def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_
     condition: each group takes the rows of random test images of its category (their other
     conditions as they are, so the requests follow the data's joint distribution). Without a
     categorical condition: 10·per_class random test rows."""
-    first = next((i for i, c in enumerate(conditions) if c.kind == CATEGORICAL), None)
+    first = first_categorical(conditions)
     if first is None:
         return test_rows[rng.integers(len(test_rows), size=10 * per_class)]
     groups = []

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.conditions import CATEGORICAL, Condition, class_labels
+from keras_cvae.conditions import Condition, class_labels, class_names
 from keras_cvae.config import LIKELIHOODS
 from keras_cvae.models.base import (
     MIN_PIXEL_SCALE,
@@ -115,17 +115,13 @@ class CVAE(VariationalModel):
         }
 
     @property
-    def class_conditions(self) -> Condition | None:
-        """The first categorical condition: the sample grids' rows."""
-        return next((c for c in self.conditions if c.kind == CATEGORICAL), None)
+    def class_names(self) -> tuple[str, ...]:
+        """The categories of the first categorical condition (the sample grids' rows)."""
+        return class_names(self.conditions)
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_conditions.values) if self.class_conditions else 0
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.class_conditions.values if self.class_conditions else ()
+        return len(self.class_names)
 
     # -- the networks as distributions --------------------------------------------------------
 

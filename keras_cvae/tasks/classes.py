@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_cvae.conditions import CATEGORICAL, Condition, rows_from_mapping
+from keras_cvae.conditions import CATEGORICAL, Condition, first_categorical, rows_from_mapping
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import DataError, UsageError
@@ -96,17 +96,12 @@ class SampleGrid(keras.callbacks.Callback):
         self._writer.flush()
 
 
-def first_categorical(model: ClassModel) -> int | None:
-    """The index of the model's first categorical condition (the one grids' rows show)."""
-    return next((i for i, c in enumerate(model.conditions) if c.kind == CATEGORICAL), None)
-
-
 def restyle(model: ClassModel, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Each image's posterior mean z decoded under every category of the first categorical
     condition (its other conditions kept), [N, K, H, W, C]: the "same z, another class" picture."""
     rows = np.asarray(rows, np.float32).reshape(len(images), -1)
     z_mean, _ = model.encode(images, rows)
-    first = first_categorical(model)
+    first = first_categorical(model.conditions)
     every = np.arange(len(model.conditions[first].values), dtype=np.float32)
     restyled = np.repeat(rows, len(every), axis=0)
     restyled[:, first] = np.tile(every, len(rows))
@@ -251,7 +246,7 @@ class ClassesTask(Task):
     def _per_class(backend, samples, requests, x_test, y_test, judge, per_class) -> dict[str, Any]:
         """Per category of the first categorical condition: the judge's accuracy on samples, and
         the diversity of samples and of real test images (mean pairwise L2)."""
-        first = first_categorical(backend)
+        first = first_categorical(backend.conditions)
         names = list(backend.conditions[first].values)
         predicted = judge.predict(samples)[:, first]
         hits = (predicted == requests[:, first]).reshape(len(names), per_class)
@@ -281,7 +276,7 @@ class ClassesTask(Task):
     @staticmethod
     def _figures(figures: Figures, backend: ClassModel, x_test, y_test, samples, rng, history) -> None:
         conditions = backend.conditions
-        first = first_categorical(backend)
+        first = first_categorical(backend.conditions)
         if first is not None:
             names = list(conditions[first].values)
             grid = samples.reshape(len(names), -1, *samples.shape[1:])[:, :10]
@@ -393,7 +388,7 @@ class ClassesTask(Task):
             raise UsageError("--from-test is for image-completion models; use --condition or --style-from")
         backend = as_class_model(model)
         conditions = backend.conditions
-        first = first_categorical(backend)
+        first = first_categorical(backend.conditions)
         if args.style_from is not None:
             if first is None:
                 raise UsageError("--style-from needs a model with a categorical condition")

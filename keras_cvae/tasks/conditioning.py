@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from keras_cvae.conditions import CATEGORICAL, Condition, describe, held_values
+from keras_cvae.conditions import CATEGORICAL, Condition, describe, first_categorical, held_values
 
 SWEEP_STEPS = 7  # rows of a continuous condition's sweep
 
@@ -49,8 +49,8 @@ def grid_rows(conditions: Sequence[Condition], vary: int | None, held: np.ndarra
 
 def default_vary(conditions: Sequence[Condition]) -> int | None:
     """The condition a sample grid's rows vary: the first categorical one, else the first one."""
-    categorical = [i for i, c in enumerate(conditions) if c.kind == CATEGORICAL]
-    return categorical[0] if categorical else (0 if conditions else None)
+    first = first_categorical(conditions)
+    return first if first is not None else (0 if conditions else None)
 
 
 # ------------------------------------------------------------------------------------------
