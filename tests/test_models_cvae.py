@@ -239,3 +239,10 @@ def test_no_conditions_is_a_plain_vae():
     model = small_model(conditions=[])
     assert not model.conditional and model.num_classes == 0 and len(model.encoder.inputs) == 1
     assert model.generate(np.zeros((2, 0), "float32")).shape == (2, 28, 28, 1)
+
+
+def test_a_config_saved_before_conditions_still_builds():
+    """`.keras` files of earlier versions name their classes instead of their conditions."""
+    config = {key: value for key, value in small_model().get_config().items() if key != "conditions"}
+    model = CVAE.from_config({**config, "num_classes": 3, "class_names": ["a", "b", "c"]})
+    assert model.conditions == (Condition("labels", CATEGORICAL, values=("a", "b", "c")),)
