@@ -205,3 +205,12 @@ def test_idx_parser_on_every_truncation(cut):
     blob = idx_bytes(np.zeros((60, 28, 28), np.uint8))
     with pytest.raises(DataError, match="truncated"):
         parse_idx(blob[:cut], IDX_IMAGES_MAGIC, "fuzz")
+
+
+def test_image_size_resizes_array_data(tmp_path, tiny_arrays):
+    write_idx_folder(tmp_path, *tiny_arrays)
+    loaded = load_dataset("mnist", tmp_path, image_size=(14, 10))
+    assert loaded.x_train.shape == (60, 14, 10, 1) and loaded.x_test.shape == (20, 14, 10, 1)
+    flat = np.full((1, 28, 28), 77, np.uint8)  # a flat image stays flat through the antialiasing filter
+    np.savez(tmp_path / "flat.npz", x_train=flat, y_train=[0], x_test=flat, y_test=[0])
+    assert np.all(load_dataset("flat", tmp_path / "flat.npz", image_size=(7, 7)).x_test == 77)
