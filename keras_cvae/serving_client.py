@@ -72,7 +72,7 @@ class SavedModelClient:
             sizes = [np.size(v) for v in conditions.values()]
             rows = rows_from_mapping(self.conditions, conditions, count or max(sizes, default=1))
         else:
-            array = np.asarray(conditions, dtype=object if np.asarray(conditions).dtype.kind in "USO" else None)
+            array = np.asarray(conditions)
             array = array.reshape(-1, 1) if array.ndim <= 1 else array
             if array.shape[1] != len(self.conditions):
                 raise ValueError(f"conditions must be N×{len(self.conditions)} ({', '.join(c.name for c in self.conditions)}), "

@@ -36,7 +36,7 @@ from keras_cvae.data.files import (
     load_npz,
     parse_idx,
 )
-from keras_cvae.data.folders import FolderTable, decode_images, is_image_folder, read_folder
+from keras_cvae.data.folders import SPLIT_COLUMN, FolderTable, decode_images, is_image_folder, read_folder
 from keras_cvae.data.pipeline import limit_and_split, make_pipeline
 from keras_cvae.config import DataConfig
 from keras_cvae.errors import DataError
@@ -252,16 +252,13 @@ def _test_rows(table: FolderTable, test_fraction: float) -> np.ndarray:
     count = len(table.files)
     if table.split is not None:
         is_test = np.array([s == "test" for s in table.split])
+        how = f"its {SPLIT_COLUMN!r} column"
     else:
-        num_test = int(round(count * test_fraction))
-        if not 0 < num_test < count:
-            raise DataError(f"{table.source}: --test-fraction {test_fraction} of {count} images leaves no "
-                            f"{'test' if num_test == 0 else 'training'} images")
         is_test = np.zeros(count, bool)
-        is_test[np.random.default_rng(SPLIT_SEED).permutation(count)[:num_test]] = True
+        is_test[np.random.default_rng(SPLIT_SEED).permutation(count)[:int(round(count * test_fraction))]] = True
+        how = f"--test-fraction {test_fraction} of {count} images"
     if is_test.all() or not is_test.any():
-        raise DataError(f"{table.source}: the {'split' if table.split else 'test fraction'} leaves no "
-                        f"{'training' if is_test.all() else 'test'} images")
+        raise DataError(f"{table.source}: {how} leaves no {'training' if is_test.all() else 'test'} images")
     return is_test
 
 

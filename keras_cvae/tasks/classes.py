@@ -42,7 +42,7 @@ from keras_cvae.plotting import (
 )
 from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, check_image_shape, checked
-from keras_cvae.tasks.conditioning import checked_rows, condition_specs, default_vary, grid_rows
+from keras_cvae.tasks.conditioning import checked_rows, condition_specs, decode_grid, default_vary, grid_rows
 
 CONDITIONS_ASSET = "conditions.json"
 BITS_PER_NAT = 1.0 / np.log(2.0)
@@ -276,7 +276,7 @@ class ClassesTask(Task):
     @staticmethod
     def _figures(figures: Figures, backend: ClassModel, x_test, y_test, samples, rng, history) -> None:
         conditions = backend.conditions
-        first = first_categorical(backend.conditions)
+        first = first_categorical(conditions)
         if first is not None:
             names = list(conditions[first].values)
             grid = samples.reshape(len(names), -1, *samples.shape[1:])[:, :10]
@@ -293,33 +293,36 @@ class ClassesTask(Task):
         figures.save("reconstructions", sample_grid_figure(np.stack([x_test[shown], recon]), ["real", "reconstructed"],
                                                            title="reconstructions"))
 
-        subset = slice(0, min(len(x_test), 5000))
-        z_mean, _ = backend.encode(x_test[subset], y_test[subset])
-        axes_label = "z" if backend.latent_dim <= 2 else "principal component"
-        if first is not None:
-            figures.save("latent_space", latent_scatter_figure(pca_2d(z_mean), y_test[subset, first], names, axes_label))
-
         # The same 8 z under every row of each condition's grid: its categories, or a sweep.
         z = rng.standard_normal((8, backend.latent_dim)).astype(np.float32)
         for index, condition in enumerate(conditions):
             rows = grid_rows(conditions, index)
-            images = backend.decode(np.tile(z, (len(rows.labels), 1)), np.repeat(rows.rows, len(z), axis=0))
             kind = "sweep" if condition.kind != CATEGORICAL else "categories"
             figures.save(f"{kind}_{condition.name}", sample_grid_figure(
-                images.reshape(len(rows.labels), len(z), *images.shape[1:]), rows.labels,
+                decode_grid(backend, rows.rows, z), rows.labels,
                 title=f"same z, every {condition.name}" + (f" ({rows.held})" if rows.held else "")))
-        if first is None:
-            if history:
-                figures.save("elbo_curve", elbo_curve_figure(history))
-            return
+        if first is not None:
+            ClassesTask._category_figures(figures, backend, x_test, y_test, shown, first, rng)
+        if history:
+            figures.save("elbo_curve", elbo_curve_figure(history))
+
+    @staticmethod
+    def _category_figures(figures: Figures, backend: ClassModel, x_test, y_test, shown, first: int, rng) -> None:
+        """The figures organised by the first categorical condition's categories: the latent
+        space coloured by them, the 2-D manifold, an interpolation and the style transfer."""
+        conditions = backend.conditions
+        names = list(conditions[first].values)
+        subset = slice(0, min(len(x_test), 5000))
+        z_mean, _ = backend.encode(x_test[subset], y_test[subset])
+        axes_label = "z" if backend.latent_dim <= 2 else "principal component"
+        figures.save("latent_space", latent_scatter_figure(pca_2d(z_mean), y_test[subset, first], names, axes_label))
 
         held = grid_rows(conditions, first)
         if backend.latent_dim == 2:
             # Grid over the prior's quantiles (−1.5σ … 1.5σ), for the first four categories.
             steps = np.linspace(-1.5, 1.5, 10, dtype=np.float32)
             grid = np.stack(np.meshgrid(steps, steps[::-1]), axis=-1).reshape(-1, 2)
-            panels = [backend.decode(grid, np.repeat(held.rows[c:c + 1], len(grid), axis=0))
-                      for c in range(min(4, len(names)))]
+            panels = decode_grid(backend, held.rows[:4], grid)  # [categories, 100, H, W, C]
             rows = [np.concatenate([p.reshape(10, 10, *p.shape[1:])[r] for p in panels]) for r in range(10)]
             figures.save("manifold", sample_grid_figure(np.stack(rows), [""] * 10,
                                                         title=f"2-D manifold for {', '.join(names[:4])}"))
@@ -328,17 +331,13 @@ class ClassesTask(Task):
         z_pair = rng.standard_normal((2, backend.latent_dim)).astype(np.float32)
         weights = np.linspace(0.0, 1.0, 10, dtype=np.float32)[:, None]
         path = (1 - weights) * z_pair[0] + weights * z_pair[1]
-        images = backend.decode(np.tile(path, (len(names), 1)), np.repeat(held.rows, len(path), axis=0))
         figures.save("interpolation", sample_grid_figure(
-            images.reshape(len(names), len(path), *images.shape[1:]), names,
-            title=f"interpolation between two z, per {conditions[first].name}"))
+            decode_grid(backend, held.rows, path), names, title=f"interpolation between two z, per {conditions[first].name}"))
 
         # Style transfer: each category's first test image, its z decoded under every category.
         rows = np.concatenate([x_test[shown][:, None], restyle(backend, x_test[shown], y_test[shown])], axis=1)
         figures.save("style_transfer", sample_grid_figure(rows, [names[int(y_test[i, first])] for i in shown],
                                                           title="same z, every category", column_labels=["input", *names]))
-        if history:
-            figures.save("elbo_curve", elbo_curve_figure(history))
 
     @staticmethod
     def _report(m: dict[str, Any], options: EvaluationOptions) -> list[str]:
@@ -401,17 +400,14 @@ class ClassesTask(Task):
             return sample_grid_figure(grid, [f"test #{args.style_from}"], title="same z, every category",
                                       column_labels=[f"input ({names[int(row[0, first])]})", *names])
         given = self._given(args, conditions, first)
-        vary = next((i for i, c in enumerate(conditions) if c.name not in given and c.kind == CATEGORICAL),
-                    next((i for i, c in enumerate(conditions) if c.name not in given), None))
+        vary = default_vary(conditions, given)
         try:
             held = rows_from_mapping(conditions, given, 1)[0]
         except DataError as err:
             raise UsageError(f"--condition: {err}") from None
         rows = grid_rows(conditions, vary, held)
-        # The same noise in each column, so rows differ by their conditions only.
         z = np.random.default_rng(args.seed).standard_normal((args.num, backend.latent_dim)).astype("float32")
-        images = backend.decode(np.tile(z, (len(rows.labels), 1)), np.repeat(rows.rows, args.num, axis=0))
-        grid = images.reshape(len(rows.labels), args.num, *images.shape[1:])
+        grid = decode_grid(backend, rows.rows, z)
         title = f"samples, seed {args.seed}" + (f" ({rows.held})" if rows.held else "")
         return sample_grid_figure(grid, rows.labels, title=title)
 

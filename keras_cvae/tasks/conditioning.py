@@ -7,7 +7,7 @@ A row of conditions holds, per condition, a category index or a value in the dat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,10 +47,19 @@ def grid_rows(conditions: Sequence[Condition], vary: int | None, held: np.ndarra
     return GridRows(rows, labels, f"{others} held" if others else "")
 
 
-def default_vary(conditions: Sequence[Condition]) -> int | None:
-    """The condition a sample grid's rows vary: the first categorical one, else the first one."""
-    first = first_categorical(conditions)
-    return first if first is not None else (0 if conditions else None)
+def default_vary(conditions: Sequence[Condition], given: Collection[str] = ()) -> int | None:
+    """The condition a grid's rows vary: the first categorical one not `given` (held by name),
+    else the first one not given; None when all are given."""
+    free = [i for i, c in enumerate(conditions) if c.name not in given]
+    first = first_categorical([conditions[i] for i in free])
+    return free[first] if first is not None else next(iter(free), None)
+
+
+def decode_grid(model, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Every z decoded under every condition row, [rows, len(z), H, W, C]: the same z in each
+    column, so the rows differ by their conditions only. `model` decodes numpy (a ClassModel)."""
+    images = model.decode(np.tile(z, (len(rows), 1)), np.repeat(rows, len(z), axis=0))
+    return images.reshape(len(rows), len(z), *images.shape[1:])
 
 
 # ------------------------------------------------------------------------------------------
