@@ -36,7 +36,7 @@ from keras_cvae.data.files import (
     load_npz,
     parse_idx,
 )
-from keras_cvae.data.folders import SPLIT_COLUMN, FolderTable, decode_images, is_image_folder, read_folder
+from keras_cvae.data.folders import SPLIT_COLUMN, FolderTable, as_array, decode_images, is_image_folder, read_folder
 from keras_cvae.data.pipeline import limit_and_split, make_pipeline
 from keras_cvae.config import DataConfig
 from keras_cvae.errors import DataError
@@ -162,12 +162,8 @@ def _resized(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
         return images
     from PIL import Image
 
-    def one(image: np.ndarray) -> np.ndarray:
-        mode_image = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
-        out = np.asarray(mode_image.resize((size[1], size[0]), Image.Resampling.LANCZOS), np.uint8)
-        return out[..., np.newaxis] if out.ndim == 2 else out
-
-    return np.stack([one(image) for image in images])
+    return np.stack([as_array(Image.fromarray(image[..., 0] if image.shape[2] == 1 else image), size)
+                     for image in images])
 
 
 def _array_dataset(arrays: Arrays, spec: DatasetSpec | None, source: str, size: tuple[int, int] | None) -> LoadedDataset:

@@ -149,6 +149,13 @@ def _decode(path: Path, size: tuple[int, int] | None):
         image = Image.alpha_composite(background, image.convert("RGBA")).convert("L" if grey else "RGB")
     elif image.mode not in ("L", "RGB"):
         image = image.convert("L" if image.mode in ("1", "I", "I;16", "F") else "RGB")
+    return as_array(image, size)
+
+
+def as_array(image, size: tuple[int, int] | None) -> np.ndarray:
+    """A grey or RGB Pillow image as uint8 H×W×{1,3}, resized to `size` (Lanczos, antialiased)."""
+    from PIL import Image
+
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.uint8)
