@@ -20,6 +20,7 @@ _EXPORTS = {
     "CVAE": "keras_cvae.models.cvae",
     "CompletionCVAE": "keras_cvae.models.completion",
     "FusedAdam": "keras_cvae.models.optimizers",
+    "SemiSupervisedCVAE": "keras_cvae.models.semi_supervised",
     "DataConfig": "keras_cvae.config",
     "ModelConfig": "keras_cvae.config",
     "TrainConfig": "keras_cvae.config",

@@ -16,7 +16,7 @@ import numpy as np
 from keras_cvae.atomic import atomic_path
 from keras_cvae.errors import NonFiniteLossError
 from keras_cvae.plotting import elbo_curve_figure, save_figure
-from keras_cvae.run_dir import HISTORY_COLUMNS, RunDir
+from keras_cvae.run_dir import HISTORY_COLUMNS, OPTIONAL_HISTORY_COLUMNS, RunDir
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -28,7 +28,7 @@ class HistoryWriter(keras.callbacks.Callback):
         self.rows = list(rows)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if k in HISTORY_COLUMNS}}
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if k in HISTORY_COLUMNS + OPTIONAL_HISTORY_COLUMNS}}
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
         self.run_dir.write_history(self.rows)
         save_figure(elbo_curve_figure(self.rows), self.run_dir.elbo_curve_path)

@@ -20,8 +20,9 @@ from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# "classes": p(x | class); "completion": complete an image from some of its quadrants.
-TASKS = ("classes", "completion")
+# "classes": p(x | class); "completion": complete an image from some of its quadrants;
+# "semi_supervised": p(x | class) from a few labels, the class latent elsewhere (M2).
+TASKS = ("classes", "completion", "semi_supervised")
 QUADRANT_COUNTS = (1, 2, 3)
 OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see models/completion.py
 KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
@@ -88,6 +89,10 @@ def _completion(config: RunConfig) -> bool:
     return config.data.task == "completion"
 
 
+def _semi_supervised(config: RunConfig) -> bool:
+    return config.data.task == "semi_supervised"
+
+
 def _has_kl(config: RunConfig) -> bool:
     return not _completion(config) or config.model.objective in KL_OBJECTIVES
 
@@ -110,10 +115,14 @@ class DataConfig:
                                    parse=float)
     limit: int | None = setting(None, "use only the first N training images", parse=int)
     validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
-    task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it",
+    task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it; "
+                        "semi_supervised: p(image | class) from --labeled labels (Kingma et al. 2014, M2)",
                         parse=str, choices=TASKS)
+    labeled: int | None = setting(
+        None, "for --task semi_supervised: how many training images keep their label (balanced across classes, "
+        "chosen by --seed)", parse=int, used_when=(_semi_supervised, "--task classes or completion"))
     quadrants: int = setting(1, "visible quadrants for --task completion", parse=int, choices=QUADRANT_COUNTS,
-                             used_when=(_completion, "--task classes"))
+                             used_when=(_completion, "--task classes or semi_supervised"))
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
@@ -126,6 +135,10 @@ class DataConfig:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.quadrants not in QUADRANT_COUNTS:
             raise ConfigError(f"--quadrants must be 1, 2 or 3, got {self.quadrants!r}")
+        if self.task == "semi_supervised" and self.labeled is None:
+            raise ConfigError("--task semi_supervised needs --labeled N, the number of labelled training images")
+        if self.labeled is not None and self.labeled < 1:
+            raise ConfigError(f"--labeled must be at least 1, got {self.labeled}")
         if self.limit is not None and self.limit < 2:
             raise ConfigError(f"--limit must be at least 2, got {self.limit}")
         if not 0.0 < self.validation_fraction < 1.0:
@@ -147,10 +160,14 @@ class ModelConfig:
     conditional: bool = setting(True, "train a plain VAE (no condition)", switch={"--no-conditional": False})
     objective: str = setting(
         "cvae", "for --task completion: baseline, cvae, gsnn or hybrid (Sohn et al. 2015)", parse=str,
-        choices=OBJECTIVES, used_when=(_completion, "--task classes"))
+        choices=OBJECTIVES, used_when=(_completion, "--task classes or semi_supervised"))
     alpha: float = setting(0.5, "hybrid objective: α·CVAE + (1−α)·GSNN", parse=float,
                            used_when=(lambda c: _completion(c) and c.model.objective == "hybrid",
                                       "anything but --objective hybrid"))
+    classifier_weight: float = setting(
+        0.1, "for --task semi_supervised: weight of −log q(y|x) on labelled images, per image of the data set "
+        "(Kingma et al.'s α = 0.1·N is 0.1 here)", parse=float,
+        used_when=(_semi_supervised, "--task classes or completion"))
 
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
@@ -171,6 +188,8 @@ class ModelConfig:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.classifier_weight < 0:
+            raise ConfigError(f"--classifier-weight must be >= 0, got {self.classifier_weight}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         units = self.resolved_hidden_units()
@@ -264,13 +283,15 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
-        if self.data.task == "classes" and self.model.objective != "cvae":
+        if self.data.task != "completion" and self.model.objective != "cvae":
             raise ConfigError(
                 f"--objective {self.model.objective} is for --task completion (class-conditional runs are cvae)")
         if self.data.task == "completion" and self.model.arch != "mlp":
             raise ConfigError("--task completion uses --arch mlp (conv is not implemented for it)")
         if self.data.task == "completion" and not self.model.conditional:
             raise ConfigError("--no-conditional does not apply to --task completion (the condition is the image part)")
+        if self.data.task == "semi_supervised" and not self.model.conditional:
+            raise ConfigError("--no-conditional does not apply to --task semi_supervised (the class is its condition)")
 
     def get(self, setting: Setting) -> Any:
         return getattr(getattr(self, setting.section), setting.name)

@@ -101,3 +101,17 @@ def completion_figure(
     columns = np.concatenate([shown_inputs[:, None], truth[:, None], baseline[:, None], samples], axis=1)
     labels = ["input", "truth", "baseline", *(f"sample {i + 1}" for i in range(samples.shape[1]))]
     return sample_grid_figure(columns, [str(i + 1) for i in range(len(inputs))], title=title, column_labels=labels)
+
+
+def captioned_images_figure(images: np.ndarray, captions: Sequence[str], title: str, columns: int = 8) -> plt.Figure:
+    """Images [N, H, W, C] in [0, 1], each with its caption below, `columns` to a row."""
+    rows = -(-len(images) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.8 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            image = np.clip(images[index], 0.0, 1.0)
+            axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0.0, vmax=1.0)
+            axis.set_title(captions[index], fontsize=7, y=-0.32)
+    figure.suptitle(title)
+    return figure

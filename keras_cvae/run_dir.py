@@ -25,15 +25,19 @@ from keras_cvae.distribute import cluster_task
 from keras_cvae.errors import UsageError
 
 HISTORY_COLUMNS = ("epoch", *METRIC_NAMES, *(f"val_{name}" for name in METRIC_NAMES))
+# Columns a model adds after those when it reports them (the semi-supervised classifier's accuracy).
+OPTIONAL_HISTORY_COLUMNS = ("accuracy", "val_accuracy")
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{3,})\.keras$")
 EXPORT_CONFIG_ASSET = "config.json"  # the export's assets/ file: {"task", "model", "dataset", …}
 
 
 def default_name(config: RunConfig) -> str:
-    """The default name of a run's dir and export: `<dataset>-<arch>`, or for image completion
-    `<dataset>-completion<N>-<objective>`."""
+    """The default name of a run's dir and export: `<dataset>-<arch>`, for image completion
+    `<dataset>-completion<N>-<objective>`, for semi-supervised runs `<dataset>-labeled<N>-<arch>`."""
     if config.data.task == "completion":
         return f"{config.data.dataset}-completion{config.data.quadrants}-{config.model.objective}"
+    if config.data.task == "semi_supervised":
+        return f"{config.data.dataset}-labeled{config.data.labeled}-{config.model.arch}"
     return f"{config.data.dataset}-{config.model.arch}"
 
 
@@ -128,7 +132,9 @@ class RunDir:
 
     def write_history(self, rows: Sequence[dict[str, float]]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        extra = [name for name in OPTIONAL_HISTORY_COLUMNS if any(name in row for row in rows)]
+        writer = csv.DictWriter(buffer, fieldnames=[*HISTORY_COLUMNS, *extra], extrasaction="ignore",
+                                lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.history_path, buffer.getvalue())

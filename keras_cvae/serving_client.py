@@ -7,7 +7,8 @@
 
 This module imports neither keras nor tensorflow_probability, so it runs wherever TF Serving's
 model would: it only calls the SavedModel's signatures. A class-conditional export answers
-generate / encode / decode / reconstruct / log_likelihood; an image-completion export answers
+generate / encode / decode / reconstruct / log_likelihood (a semi-supervised one also classify);
+an image-completion export answers
 complete / log_weights / baseline_log_likelihood.
 """
 
@@ -128,6 +129,10 @@ class SavedModelClient:
         out = self._call("log_likelihood", images=images, z=z,
                          **self._condition_inputs(self.rows(conditions, len(images))))
         return out["log_likelihood"]
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """q(y | x) of a semi-supervised export: probabilities [N, K], in the vocabulary's order."""
+        return self._call("classify", images=self._images(images))["probabilities"]
 
     # -- image-completion exports ---------------------------------------------------------------
 

@@ -110,6 +110,7 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path | RunDi
     the first epoch on. `callbacks` run after the run's own."""
     config.validate()
     config.data.dataset = dataset_name(config.data.dataset, config.data.data_dir)
+    get_task(config.data.task).check(config, dataset)
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = make_strategy(config.train.strategy)
@@ -136,7 +137,8 @@ def _train(
         dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction
     )
     pipeline_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")
-    train_data = make_pipeline(x_train, y_train, tc.batch_size, shuffle=True, seed=tc.seed, epoch=pipeline_epoch)
+    train_data = get_task(config.data.task).train_pipeline(x_train, y_train, dataset.conditions, config,
+                                                           pipeline_epoch)
     val_data = make_pipeline(x_val, y_val, tc.batch_size, shuffle=False)
 
     chief = is_chief()

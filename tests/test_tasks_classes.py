@@ -18,6 +18,7 @@ from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import UsageError
 from keras_cvae.models.completion import CompletionCVAE
 from keras_cvae.models.cvae import CVAE
+from keras_cvae.models.semi_supervised import SemiSupervisedCVAE
 from keras_cvae.run_dir import RunDir
 from keras_cvae.serving_client import load_client
 from keras_cvae.tasks import TASKS, get_task, task_of
@@ -32,9 +33,11 @@ def tiny_dataset(n: int = 40) -> LoadedDataset:
 
 
 def test_the_registry_finds_each_task_by_name_and_by_model():
-    assert set(TASKS) == {"classes", "completion"}
+    assert set(TASKS) == {"classes", "completion", "semi_supervised"}
     assert task_of(CVAE(latent_dim=2, hidden_units=(8,))) is get_task("classes")
     assert task_of(CompletionCVAE(latent_dim=2, hidden_units=(8,))) is get_task("completion")
+    # A subclass of CVAE belongs to its own task, not to its base's.
+    assert task_of(SemiSupervisedCVAE(latent_dim=2, hidden_units=(8,))) is get_task("semi_supervised")
     with pytest.raises(ValueError, match="unknown task 'segmentation'; choose one of: classes, completion"):
         get_task("segmentation")
 

@@ -80,7 +80,7 @@ def test_flags_a_completion_run_would_ignore_are_refused(tmp_path, flags, messag
 def test_completion_only_flags_are_refused_for_class_runs(tmp_path):
     done = run_cli("train.py", "--quadrants", "2", "--run-dir", str(tmp_path / "r"))
     assert done.returncode == 2
-    assert project_lines(done.stderr) == ["train.py: error: --quadrants does not apply to --task classes; drop it"]
+    assert project_lines(done.stderr) == ["train.py: error: --quadrants does not apply to --task classes or semi_supervised; drop it"]
 
 
 @pytest.mark.slow

@@ -65,6 +65,9 @@ def _train(args: argparse.Namespace) -> int:
     if config.data.data_dir is None:
         get_spec(config.data.dataset)  # an unknown name fails before anything is written
     dataset = load_configured(config.data)
+    from keras_cvae.tasks import get_task
+
+    get_task(config.data.task).check(config, dataset)  # before the run dir is made
     writable_dir(run_dir.path, "run dir")
 
     from keras_cvae.training import train

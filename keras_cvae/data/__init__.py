@@ -37,14 +37,14 @@ from keras_cvae.data.files import (
     parse_idx,
 )
 from keras_cvae.data.folders import SPLIT_COLUMN, FolderTable, as_array, decode_images, is_image_folder, read_folder
-from keras_cvae.data.pipeline import limit_and_split, make_pipeline
+from keras_cvae.data.pipeline import limit_and_split, make_mixed_pipeline, make_pipeline
 from keras_cvae.config import DataConfig
 from keras_cvae.errors import DataError
 
 __all__ = [
     "CATEGORICAL", "CONTINUOUS", "DATASETS", "Condition", "DataError", "DatasetSpec", "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "dataset_name", "get_spec",
-    "limit_and_split", "load_configured", "load_dataset", "make_pipeline", "parse_idx",
+    "limit_and_split", "load_configured", "load_dataset", "make_mixed_pipeline", "make_pipeline", "parse_idx",
 ]
 
 DATA_DIR_ENV = "KERAS_CVAE_DATA_DIR"

@@ -76,6 +76,75 @@ def make_pipeline(
             batches = batches.concatenate(rest)
         return batches
 
+    return _epochs(one_epoch, seed, epoch, batch_size, -(-count // batch_size), prefetch)
+
+
+def make_mixed_pipeline(
+    labeled_images: np.ndarray,
+    labeled_rows: np.ndarray,
+    unlabeled_images: np.ndarray,
+    batch_size: int,
+    labeled_per_batch: int,
+    seed: int = 0,
+    prefetch: int = 2,
+    epoch: tf.Variable | None = None,
+) -> tf.data.Dataset:
+    """Batches of (uint8 images, rows) for semi-supervised training: each batch holds
+    `labeled_per_batch` labelled images and `batch_size − labeled_per_batch` unlabelled ones, whose
+    rows are −1 (a label that is missing).
+
+    An epoch is one pass over the unlabelled images in a new random order (the last batch may hold
+    fewer of them); the labelled images are drawn from as many fresh random orders of the labelled
+    set as the epoch needs, so each is seen about equally often. Orders depend on `seed` and the
+    epoch as in `make_pipeline`.
+    """
+    import tensorflow as tf
+
+    if not 0 < labeled_per_batch < batch_size:
+        raise ValueError(f"labeled_per_batch must be in (0, {batch_size}), got {labeled_per_batch}")
+    num_labeled, num_unlabeled = len(labeled_images), len(unlabeled_images)
+    per_batch = batch_size - labeled_per_batch
+    steps = -(-num_unlabeled // per_batch)
+    draws = steps * labeled_per_batch
+    repeats = -(-draws // num_labeled)
+    all_labeled, all_rows = tf.constant(labeled_images), tf.constant(labeled_rows, tf.float32)
+    all_unlabeled = tf.constant(unlabeled_images)
+    missing = -tf.ones([num_unlabeled, labeled_rows.shape[1]], tf.float32)
+    full = num_unlabeled // per_batch * per_batch
+    image_shape = labeled_images.shape[1:]
+
+    def one_epoch(order_seed: tf.Tensor) -> tf.data.Dataset:
+        unlabeled = tf.gather(all_unlabeled, tf.random.experimental.stateless_shuffle(tf.range(num_unlabeled), seed=order_seed))
+        # `repeats` random orders of the labelled set, one after another.
+        keys = tf.random.stateless_uniform([repeats, num_labeled], seed=order_seed[::-1])
+        order = tf.reshape(tf.argsort(keys, axis=1), [-1])[:draws]
+        labeled, rows = tf.gather(all_labeled, order), tf.gather(all_rows, order)
+
+        def joined(start: int, stop: int, count: int) -> tuple[tf.Tensor, tf.Tensor]:
+            """Batches [count, batch, …] of unlabelled images start:stop, then their labelled share."""
+            offset = start // per_batch * labeled_per_batch
+            take = slice(offset, offset + count * labeled_per_batch)
+            u_images = tf.reshape(unlabeled[start:stop], [count, -1, *image_shape])
+            u_rows = tf.reshape(missing[start:stop], [count, -1, labeled_rows.shape[1]])
+            l_images = tf.reshape(labeled[take], [count, labeled_per_batch, *image_shape])
+            l_rows = tf.reshape(rows[take], [count, labeled_per_batch, labeled_rows.shape[1]])
+            return tf.concat([u_images, l_images], axis=1), tf.concat([u_rows, l_rows], axis=1)
+
+        batches = tf.data.Dataset.from_tensor_slices(joined(0, full, full // per_batch))
+        if full < num_unlabeled:
+            images, conditions = joined(full, num_unlabeled, 1)
+            batches = batches.concatenate(tf.data.Dataset.from_tensors((images[0], conditions[0])))
+        return batches
+
+    return _epochs(one_epoch, seed, epoch, batch_size, steps, prefetch)
+
+
+def _epochs(one_epoch, seed: int, epoch: tf.Variable | None, batch_size: int, num_batches: int,
+            prefetch: int) -> tf.data.Dataset:
+    """The epochs of a pipeline whose `one_epoch(order_seed)` gives one epoch's batches: the
+    order seed is (seed, epoch number) with `epoch`, else drawn afresh for each new iterator."""
+    import tensorflow as tf
+
     # One seed per epoch, read when Keras makes the epoch's iterator.
     if epoch is not None:
         seeds = tf.data.Dataset.from_tensors(tf.constant(seed, tf.int64)).map(
@@ -87,7 +156,7 @@ def make_pipeline(
     # tf.distribute splits each global batch across replicas; the cardinality gives Keras's
     # progress bar its total.
     dataset = seeds.flat_map(one_epoch).rebatch(batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     options = tf.data.Options()
     options.autotune.enabled = False
     options.deterministic = True

@@ -23,6 +23,7 @@ import tensorflow_probability as tfp
 from keras_cvae.conditions import Condition, first_categorical
 from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
 from keras_cvae.models.cvae import CVAE
+from keras_cvae.models.semi_supervised import marginal_bound
 
 ROWS_PER_CALL = 8192  # decoder rows per call in the IW loops: bounded memory at any K
 
@@ -40,6 +41,12 @@ class ClassModel(Protocol):
     def log_likelihood(self, images: np.ndarray, labels: np.ndarray, z: np.ndarray) -> np.ndarray: ...
 
 
+class LabelModel(ClassModel, Protocol):
+    """A semi-supervised model: a ClassModel that also infers the class, q(y | x)."""
+
+    def classify(self, images: np.ndarray) -> np.ndarray: ...
+
+
 class KerasBackend:
     """An in-memory CVAE behind the ClassModel interface (numpy in, numpy out, compiled calls)."""
 
@@ -51,6 +58,8 @@ class KerasBackend:
         self._encode = tf.function(model.encode, reduce_retracing=True)
         self._decode = tf.function(model.decode, reduce_retracing=True)
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
+        if hasattr(model, "classify"):
+            self._classify = tf.function(model.classify, reduce_retracing=True)
 
     @staticmethod
     def _rows(labels) -> tf.Tensor:
@@ -66,6 +75,9 @@ class KerasBackend:
 
     def log_likelihood(self, images, labels, z):
         return self._log_likelihood(tf.constant(images, tf.float32), self._rows(labels), tf.constant(z, tf.float32)).numpy()
+
+    def classify(self, images):
+        return self._classify(tf.constant(images, tf.float32)).numpy()
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,6 +141,43 @@ def iw_log_likelihood(
         estimates.append(log_mean_exp(log_px + log_prior - log_q, axis=0))
         progress.add(n)
     return np.concatenate(estimates)
+
+
+def classify(backend: LabelModel, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """q(y | x) of every image, [N, K], in batches."""
+    return np.concatenate([backend.classify(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def _every_class(num_images: int, num_classes: int) -> list[np.ndarray]:
+    """For each class, rows [N, 1] giving every image that class."""
+    return [np.full((num_images, 1), c, np.float32) for c in range(num_classes)]
+
+
+def marginal_elbo_terms(backend: LabelModel, images: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-image bound on log p(x) of a semi-supervised model, the class summed out under q(y | x):
+    U(x) = Σ_y q(y|x) L(x, y) + H(q(y|x)) (models.semi_supervised.marginal_bound), each L(x, y)
+    with one z. `reconstruction` is Σ_y q(y|x)·(−log p(x|y,z)); `kl` the rest of −U (the KL of z
+    and of y)."""
+    probabilities = classify(backend, images)
+    num_classes = probabilities.shape[1]
+    per_class = [elbo_terms(backend, images, rows, rng) for rows in _every_class(len(images), num_classes)]
+    log_prior = -np.log(num_classes)  # p(y) uniform
+    elbo = np.stack([terms["elbo"] for terms in per_class], axis=1) + log_prior
+    label_posterior = tfp.distributions.Categorical(probs=tf.constant(probabilities, tf.float32))
+    bound = marginal_bound(label_posterior, tf.constant(elbo, tf.float32)).numpy()
+    reconstruction = np.sum(probabilities * np.stack([t["reconstruction"] for t in per_class], axis=1), axis=1)
+    return {"reconstruction": reconstruction, "kl": -bound - reconstruction, "elbo": bound}
+
+
+def marginal_iw_log_likelihood(backend: LabelModel, images: np.ndarray, num_samples: int,
+                               rng: np.random.Generator) -> np.ndarray:
+    """Per-image estimate of log p(x) = log Σ_y p(y) p(x | y) for a semi-supervised model: the sum
+    over classes exact, each p(x | y) by `num_samples` importance samples from q(z | x, y) (an
+    unbiased estimate of p(x), so a bound in expectation, ≥ the marginal ELBO's)."""
+    num_classes = len(backend.conditions[0].values)
+    per_class = np.stack([iw_log_likelihood(backend, images, rows, num_samples, rng)
+                          for rows in _every_class(len(images), num_classes)])
+    return log_mean_exp(per_class, axis=0)  # p(y) = 1/K
 
 
 def conditional_nll(model, images: np.ndarray, num_samples: int) -> np.ndarray:

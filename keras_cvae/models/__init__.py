@@ -10,4 +10,5 @@ from keras_cvae.models import (  # noqa: F401
     completion,
     cvae,
     optimizers,  # noqa: F401  (first: it needs nothing of the others)
+    semi_supervised,
 )

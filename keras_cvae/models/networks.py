@@ -62,20 +62,32 @@ def build_encoder(
     The structured-output CVAE reuses it with a flat image part as the condition: as its
     recognition network q(z | x, y, ŷ) and its prior network p(z | x, ŷ).
     """
-    height, width, _ = image_shape
     image = keras.Input(tuple(image_shape), name="image")
     # The conv encoder's condition planes stay unscaled: constant planes of 10 beside pixels in
     # [0, 1] throw the first conv off balance (README, Results).
     condition, scaled = _condition_input(num_conditions, condition_scale if arch == "mlp" else 1.0)
+    h = _image_features(image, scaled, arch, hidden_units)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    inputs = [image, condition] if condition is not None else [image]
+    return keras.Model(inputs, [z_mean, z_log_var], name=name)
+
+
+def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | None, arch: str,
+                    hidden_units: Sequence[int]) -> keras.KerasTensor:
+    """The encoders' trunk: the image (flattened for `mlp`; through stride-2 convs for `conv`, the
+    condition tiled over the plane as extra channels) joined with the condition, then the hidden
+    dense layers."""
+    height, width, _ = image.shape[1:]
     if arch == "mlp":
         h = layers.Flatten(name="flatten")(image)
         if condition is not None:
-            h = layers.Concatenate(name="image_and_condition")([h, scaled])
+            h = layers.Concatenate(name="image_and_condition")([h, condition])
     elif arch == "conv":
         h = image
         if condition is not None:
-            # Tile the one-hot vector over the image plane: 1×1×K upsampled to H×W×K.
-            planes = layers.Reshape((1, 1, num_conditions))(scaled)
+            # Tile the condition vector over the image plane: 1×1×K upsampled to H×W×K.
+            planes = layers.Reshape((1, 1, condition.shape[-1]))(condition)
             planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
             h = layers.Concatenate(name="image_and_condition")([h, planes])
         for i, filters in enumerate(conv_filters(height, width)):
@@ -85,10 +97,15 @@ def build_encoder(
         raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
     for i, units in enumerate(hidden_units):
         h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    inputs = [image, condition] if condition is not None else [image]
-    return keras.Model(inputs, [z_mean, z_log_var], name=name)
+    return h
+
+
+def build_classifier(image_shape: Sequence[int], num_classes: int, arch: str, hidden_units: Sequence[int],
+                     name: str = "classifier") -> keras.Model:
+    """The semi-supervised model's q(y | x): the encoder's trunk without a condition → class logits [N, K]."""
+    image = keras.Input(tuple(image_shape), name="image")
+    logits = layers.Dense(num_classes, name="logits")(_image_features(image, None, arch, hidden_units))
+    return keras.Model(image, logits, name=name)
 
 
 def build_decoder(

@@ -10,8 +10,9 @@ from keras_cvae.models.base import VariationalModel
 from keras_cvae.tasks.base import EvaluationOptions, Task
 from keras_cvae.tasks.classes import ClassesTask
 from keras_cvae.tasks.completion import CompletionTask
+from keras_cvae.tasks.semi_supervised import SemiSupervisedTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ClassesTask(), CompletionTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (ClassesTask(), CompletionTask(), SemiSupervisedTask())}
 
 __all__ = ["TASKS", "EvaluationOptions", "Task", "get_task", "task_of"]
 
@@ -25,8 +26,9 @@ def get_task(name: str) -> Task:
 
 
 def task_of(model: VariationalModel) -> Task:
-    """The task whose model class `model` is."""
-    for task in TASKS.values():
-        if isinstance(model, task.model_class):
-            return task
+    """The task whose model class is `model`'s class or its nearest base."""
+    for model_class in type(model).__mro__:
+        for task in TASKS.values():
+            if task.model_class is model_class:
+                return task
     raise ValueError(f"{type(model).__name__} belongs to no task; register one in keras_cvae.tasks")

@@ -20,8 +20,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_cvae.conditions import Condition
 from keras_cvae.config import RunConfig
-from keras_cvae.data import LoadedDataset
+from keras_cvae.data import LoadedDataset, make_pipeline
 from keras_cvae.errors import UsageError
 from keras_cvae.models.base import VariationalModel
 from keras_cvae.run_dir import RunDir
@@ -53,8 +54,16 @@ class Task:
     name: str
     model_class: type[VariationalModel]
 
+    def check(self, config: RunConfig, dataset: LoadedDataset) -> None:
+        """A UsageError or DataError, before anything is written, for data this task cannot train on."""
+
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
         raise NotImplementedError
+
+    def train_pipeline(self, images: np.ndarray, rows: np.ndarray, conditions: tuple[Condition, ...],
+                       config: RunConfig, epoch: tf.Variable) -> tf.data.Dataset:
+        """The training batches from the training split (see data.make_pipeline)."""
+        return make_pipeline(images, rows, config.train.batch_size, shuffle=True, seed=config.train.seed, epoch=epoch)
 
     def sample_callback(self, model: VariationalModel, config: RunConfig, dataset: LoadedDataset,
                         run_dir: RunDir, validation_images: np.ndarray) -> keras.callbacks.Callback:

@@ -202,8 +202,7 @@ class ClassesTask(Task):
         y_test = dataset.y_test[:options.limit]
         rng = np.random.default_rng(options.seed)
 
-        terms = elbo_terms(backend, x_test, y_test, rng)
-        log_px = iw_log_likelihood(backend, x_test, y_test, options.iw_samples, rng)
+        terms, log_px = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
         requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
         samples = generate_samples(backend, requests, rng)
         accuracy, error = judge.score(samples, requests)
@@ -238,9 +237,21 @@ class ClassesTask(Task):
             metrics["regressor_test_error"] = judge.test_error
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
+        metrics.update(self._own_metrics(model, backend, x_test, y_test, figures))
         self._figures(figures, backend, x_test, y_test, samples, rng, history)
         write_evaluation(output, metrics, self._report(metrics, options), figures)
         return metrics
+
+    @staticmethod
+    def _likelihoods(backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray, iw_samples: int,
+                     rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per test image: the ELBO's terms and the importance-weighted log p(x | c)."""
+        return elbo_terms(backend, x_test, y_test, rng), iw_log_likelihood(backend, x_test, y_test, iw_samples, rng)
+
+    def _own_metrics(self, model: Any, backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray,
+                     figures: Figures) -> dict[str, Any]:
+        """Metrics (and figures) a task built on this one adds."""
+        return {}
 
     @staticmethod
     def _per_class(backend, samples, requests, x_test, y_test, judge, per_class) -> dict[str, Any]:

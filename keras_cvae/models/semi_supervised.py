@@ -1,0 +1,186 @@
+"""The semi-supervised CVAE (Kingma, Rezende, Mohamed and Welling 2014, "M2"): the class y is
+observed for a few training images and latent for the rest.
+
+    generative model   p(y) = uniform,  p(z) = N(0, I),  p(x | y, z)   (the CVAE's decoder)
+    inference          q(y | x)  (a classifier),  q(z | x, y)  (the CVAE's encoder)
+
+A labelled image gets the CVAE's bound on log p(x, y):
+    L(x, y) = E_q(z|x,y)[log p(x | y, z)] + log p(y) − KL(q(z | x, y) ‖ p(z)).
+An unlabelled image gets the bound on log p(x) with y summed out under q(y | x):
+    U(x) = Σ_y q(y | x) L(x, y) + H(q(y | x)).
+Every class is enumerated in one batched pass inside the compiled step (the images tiled K
+times), so L(x, y) is computed for all K classes of every image, and a labelled image's bound is
+the column of its own class.
+
+The objective per image of the data set (Kingma et al.'s J^α divided by the data set's size N):
+    f · mean_labelled L(x, y) + (1 − f) · mean_unlabelled U(x) − a · mean_labelled log q(y | x),
+with f the labelled share of the training set and a = `classifier_weight` (the paper's
+α = 0.1·N is a = 0.1). A batch holds more labelled images than f (see data.make_mixed_pipeline);
+each image's terms are weighted so that the batch mean is this objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from keras_cvae.conditions import CATEGORICAL, Condition
+from keras_cvae.models.base import as_unit_range
+from keras_cvae.models.cvae import CVAE
+from keras_cvae.models.networks import build_classifier
+
+tfd = tfp.distributions
+
+ACCURACY = "accuracy"  # the extra metric: q(y | x)'s accuracy where the label is known
+
+
+def marginal_bound(label_posterior: tfd.Categorical, per_class_elbo: tf.Tensor) -> tf.Tensor:
+    """U(x) = Σ_y q(y | x) L(x, y) + H(q(y | x)), [N], from q(y | x) and L(x, y) [N, K]: the bound on
+    log p(x) with the class summed out. It is at most log Σ_y exp L(x, y), with equality when
+    q(y | x) ∝ exp L(x, y)."""
+    weights = label_posterior.probs_parameter()
+    return tf.reduce_sum(weights * per_class_elbo, axis=-1) + label_posterior.entropy()
+
+
+@keras.saving.register_keras_serializable(package="keras_cvae")
+class SemiSupervisedCVAE(CVAE):
+    """M2: a CVAE whose one categorical condition (the class) may be missing, plus a classifier
+    q(y | x). Rows of −1 mark a missing label.
+
+    Args (beyond CVAE's, which it shares; the model always conditions on its class):
+        num_labeled: int. How many training images keep their label. Defaults to 1.
+        num_train: int. How many training images there are. Defaults to 1 (every image labelled).
+        classifier_weight: float. a, the weight of −log q(y | x) on labelled images, per image of
+            the data set (Kingma et al.'s α divided by N). Defaults to 0.1, the paper's choice.
+
+    Example:
+        >>> model = SemiSupervisedCVAE(num_classes=10, num_labeled=100, num_train=54000)
+        >>> probabilities = model.classify(images)  # [N, 10], rows sum to 1
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (28, 28, 1),
+        conditions: Sequence[Condition | dict[str, Any]] | None = None,
+        latent_dim: int = 20,
+        arch: str = "mlp",
+        hidden_units: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        conditional: bool = True,
+        seed: int | None = None,
+        num_labeled: int = 1,
+        num_train: int = 1,
+        classifier_weight: float = 0.1,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(image_shape, conditions, latent_dim, arch, hidden_units, likelihood, beta, conditional,
+                         seed, num_classes, class_names, **kwargs)
+        if not self.conditional or len(self.conditions) != 1 or self.conditions[0].kind != CATEGORICAL:
+            raise ValueError("the semi-supervised CVAE conditions on exactly one categorical condition, the class")
+        if not 0 < num_labeled <= num_train:
+            raise ValueError(f"num_labeled must be in [1, num_train={num_train}], got {num_labeled}")
+        self.num_labeled, self.num_train = int(num_labeled), int(num_train)
+        self.classifier_weight = float(classifier_weight)
+        self.classifier = build_classifier(self.image_shape, self.num_classes, arch, self.hidden_units)
+        self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_labeled": self.num_labeled, "num_train": self.num_train,
+                "classifier_weight": self.classifier_weight}
+
+    @property
+    def labeled_fraction(self) -> float:
+        """f: the share of the training set that is labelled."""
+        return self.num_labeled / self.num_train
+
+    # -- distributions over the class -------------------------------------------------------
+
+    def label_posterior(self, images: tf.Tensor, training: bool = False) -> tfd.Categorical:
+        """q(y | x)."""
+        logits = self.classifier(tf.convert_to_tensor(images, tf.float32), training=training)
+        return tfd.Categorical(logits=tf.cast(logits, tf.float32))
+
+    def label_prior(self) -> tfd.Categorical:
+        """p(y): uniform over the classes."""
+        return tfd.Categorical(logits=tf.zeros([self.num_classes]))
+
+    def classify(self, images: tf.Tensor) -> tf.Tensor:
+        """q(y | x) as probabilities [N, K]."""
+        return self.label_posterior(images).probs_parameter()
+
+    # -- the objective ------------------------------------------------------------------------
+
+    def per_class_terms(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        """For every image and every class y, [N, K]: `reconstruction` −log p(x | y, z) (one
+        z ~ q(z | x, y)), `kl` KL(q(z | x, y) ‖ p(z)) and `elbo` L(x, y) (log p(y) included).
+        One batched pass over the images tiled K times, class-major."""
+        count, classes = tf.shape(images)[0], self.num_classes
+        tiled = tf.tile(images, [classes, 1, 1, 1])
+        labels = tf.cast(tf.repeat(tf.range(classes), count), tf.float32)[:, tf.newaxis]
+        z_mean, z_log_var = self.encode(tiled, labels, training=training)
+        posterior = self.posterior(z_mean, z_log_var)
+        z = self.sample(posterior)
+        reconstruction = -self.log_likelihood(tiled, labels, z, training=training)
+        kl = tfd.kl_divergence(posterior, self.prior(tf.shape(z)[0]))
+        reconstruction, kl = (tf.transpose(tf.reshape(t, [classes, count])) for t in (reconstruction, kl))
+        log_prior = self.label_prior().log_prob(tf.range(classes))  # [K]
+        return {"reconstruction": reconstruction, "kl": kl, "elbo": log_prior - reconstruction - kl}
+
+    def compute_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        """Per-image terms weighted so that each one's batch mean is the objective's (module
+        docstring): a label of −1 is missing and summed out; `accuracy` is over known labels."""
+        return self._terms(images, labels, observed=self._known(labels), training=training)
+
+    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Validation reports the bound on log p(x) (every label summed out) and q(y | x)'s accuracy."""
+        images, labels = as_unit_range(data[0]), data[1]
+        hidden = tf.zeros_like(self._known(labels))
+        return self._record(self._terms(images, labels, observed=hidden, training=False))
+
+    @staticmethod
+    def _known(labels: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(tf.cast(labels, tf.float32), [tf.shape(labels)[0], -1])[:, 0] >= 0
+
+    def _terms(self, images: tf.Tensor, labels: tf.Tensor, observed: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        rows = tf.reshape(tf.cast(labels, tf.float32), [tf.shape(images)[0], -1])[:, 0]
+        known = rows >= 0
+        y = tf.cast(tf.maximum(rows, 0.0), tf.int32)
+        label_posterior = self.label_posterior(images, training=training)
+        per_class = self.per_class_terms(images, training=training)
+        own_class = tf.one_hot(y, self.num_classes)
+        guessed = tf.cast(label_posterior.probs_parameter(), tf.float32)
+
+        elbo = tf.where(observed, tf.reduce_sum(own_class * per_class["elbo"], axis=1),
+                        marginal_bound(label_posterior, per_class["elbo"]))
+        reconstruction = tf.reduce_sum(tf.where(observed[:, tf.newaxis], own_class, guessed) * per_class["reconstruction"],
+                                       axis=1)
+        cross_entropy = -label_posterior.log_prob(y)
+        correct = tf.cast(tf.equal(tf.argmax(label_posterior.logits, axis=1, output_type=tf.int32), y), tf.float32)
+
+        # Weights whose batch mean gives the objective: f for the labelled mean, 1 − f for the
+        # unlabelled one (all of it to a group alone in its batch); divide_no_nan keeps empty groups at 0.
+        size = tf.cast(tf.shape(rows)[0], tf.float32)
+        num_observed = tf.reduce_sum(tf.cast(observed, tf.float32))
+        num_hidden, num_known = size - num_observed, tf.reduce_sum(tf.cast(known, tf.float32))
+        share = tf.where(num_hidden == 0, 1.0, tf.where(num_observed == 0, 0.0, self.labeled_fraction))
+        weight = tf.where(observed, tf.math.divide_no_nan(share * size, num_observed),
+                          tf.math.divide_no_nan((1.0 - share) * size, num_hidden))
+        per_observed = tf.where(observed, tf.math.divide_no_nan(size, num_observed), 0.0)
+
+        elbo, reconstruction = weight * elbo, weight * reconstruction
+        kl = -elbo - reconstruction  # the rate: KL of z, and of y where it is summed out (or −log p(y))
+        classification = self.classifier_weight * per_observed * cross_entropy
+        return {
+            "loss": reconstruction + self.beta * self.kl_weight * kl + classification,
+            "reconstruction_loss": reconstruction,
+            "kl_loss": kl,
+            "elbo": elbo,
+            ACCURACY: tf.where(known, tf.math.divide_no_nan(size, num_known), 0.0) * correct,
+        }

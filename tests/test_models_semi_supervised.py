@@ -1,0 +1,146 @@
+"""The semi-supervised CVAE (M2): the bound with the class summed out, q(y | x), the enumeration
+inside the step, and the weighting of labelled, unlabelled and classification terms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from conftest import assert_keras_round_trip
+from keras_cvae.models.semi_supervised import SemiSupervisedCVAE, marginal_bound
+
+tfd = tfp.distributions
+
+
+def logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    return np.logaddexp.reduce(values.astype("float64"), axis=axis)
+
+
+def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
+    return np.exp(logits - logsumexp(logits, axis=axis)[:, None])
+
+
+def small_model(**overrides) -> SemiSupervisedCVAE:
+    args = {"num_classes": 3, "latent_dim": 2, "hidden_units": (16,), "seed": 0, "num_labeled": 30, "num_train": 300}
+    return SemiSupervisedCVAE(**(args | overrides))
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 28, 28, 1)).astype("float32")
+
+
+def bound(logits: np.ndarray, elbo: np.ndarray) -> np.ndarray:
+    return marginal_bound(tfd.Categorical(logits=tf.constant(logits)), tf.constant(elbo)).numpy()
+
+
+def test_the_bound_reaches_log_sum_exp_at_the_exact_posterior_and_only_there():
+    # max over q of Σ q·L + H(q) is log Σ exp L, at q ∝ exp L: without the entropy the bound
+    # would fall short there, and a q that is not the posterior must fall short.
+    rng = np.random.default_rng(0)
+    elbo = rng.normal(-100.0, 5.0, (6, 4)).astype("float32")
+    np.testing.assert_allclose(bound(elbo, elbo), logsumexp(elbo, axis=1), rtol=1e-6)
+    other = bound(rng.normal(size=(6, 4)).astype("float32"), elbo)
+    assert np.all(other < logsumexp(elbo, axis=1) - 1e-3)
+
+
+def test_the_bound_weights_the_classes_by_normalised_probabilities():
+    # Shifting the logits leaves q(y | x) and the bound unchanged; the hand computation uses
+    # weights that sum to 1.
+    rng = np.random.default_rng(1)
+    logits, elbo = rng.normal(size=(5, 3)).astype("float32"), rng.normal(-50, 3, (5, 3)).astype("float32")
+    q = softmax(logits, axis=1)
+    by_hand = np.sum(q * elbo, axis=1) - np.sum(q * np.log(q), axis=1)
+    np.testing.assert_allclose(bound(logits, elbo), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(bound(logits + 7.0, elbo), by_hand, rtol=1e-5)
+
+
+def test_q_y_given_x_is_a_distribution_over_the_classes():
+    probabilities = small_model().classify(images(8)).numpy()
+    assert probabilities.shape == (8, 3)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def deterministic(model: SemiSupervisedCVAE) -> SemiSupervisedCVAE:
+    """z = the posterior mean, so that terms computed two ways can be compared exactly."""
+    model.sample = lambda distribution, num_samples=None: distribution.mean()
+    return model
+
+
+def test_the_enumeration_equals_each_class_taken_alone():
+    model = deterministic(small_model())
+    x = images(5)
+    terms = model.per_class_terms(tf.constant(x))
+    for c in range(3):
+        labels = np.full((5, 1), c, "float32")
+        z_mean, z_log_var = model.encode(x, labels)
+        reconstruction = -model.log_likelihood(x, labels, z_mean).numpy()
+        kl = tfd.kl_divergence(model.posterior(z_mean, z_log_var), model.prior(5)).numpy()
+        np.testing.assert_allclose(terms["reconstruction"][:, c], reconstruction, rtol=1e-5)
+        np.testing.assert_allclose(terms["elbo"][:, c], -np.log(3) - reconstruction - kl, rtol=1e-5)
+
+
+def test_the_batch_objective_weights_labelled_unlabelled_and_classification_terms():
+    # mean loss = −[f·mean_labelled L(x, y) + (1 − f)·mean_unlabelled U(x)] + a·mean_labelled −log q(y|x)
+    model = deterministic(small_model(classifier_weight=0.7))
+    x = tf.constant(images(8))
+    labels = np.array([2, -1, 0, -1, -1, 1, -1, -1], "float32")[:, None]
+    observed = labels[:, 0] >= 0
+    terms = {k: v.numpy() for k, v in model.compute_terms(x, labels).items()}
+
+    elbo = model.per_class_terms(x)["elbo"].numpy()
+    q = model.classify(x).numpy()
+    y = labels[observed, 0].astype(int)
+    labelled = elbo[observed][np.arange(len(y)), y]
+    unlabelled = np.sum(q * elbo, axis=1) - np.sum(q * np.log(q), axis=1)
+    f = 30 / 300
+    objective = f * labelled.mean() + (1 - f) * unlabelled[~observed].mean()
+    cross_entropy = -np.log(q[observed][np.arange(len(y)), y])
+    np.testing.assert_allclose(terms["elbo"].mean(), objective, rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"].mean(), -objective + 0.7 * cross_entropy.mean(), rtol=1e-5)
+    np.testing.assert_allclose(terms["accuracy"].mean(), np.mean(q[observed].argmax(1) == y), atol=1e-6)
+
+
+def test_the_classification_term_is_what_trains_q_on_the_labels():
+    # With a = 0 no gradient of −log q(y|x) reaches the classifier from a labelled batch; with a > 0 it does.
+    x, labels = tf.constant(images(6)), np.array([0, 1, 2, 0, 1, 2], "float32")[:, None]
+
+    def classifier_gradient(weight: float) -> np.ndarray:
+        model = deterministic(small_model(classifier_weight=weight, num_labeled=300))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model.compute_terms(x, labels)["loss"])
+        return tape.gradient(loss, model.classifier.trainable_weights[-1])
+
+    assert classifier_gradient(0.0) is None or np.allclose(classifier_gradient(0.0), 0.0)
+    assert np.abs(classifier_gradient(0.1)).max() > 1e-4
+
+
+def test_validation_sums_every_label_out_and_scores_q():
+    model = deterministic(small_model())
+    model.compile(optimizer="adam")
+    x, labels = images(6), np.array([0, 1, 2, 0, 1, 2], "float32")[:, None]
+    logs = model.test_step((tf.constant(x), tf.constant(labels)))
+    q = model.classify(x).numpy()
+    elbo = model.per_class_terms(tf.constant(x))["elbo"].numpy()
+    np.testing.assert_allclose(float(logs["elbo"]), np.mean(bound(np.log(q), elbo)), rtol=1e-5)
+    np.testing.assert_allclose(float(logs["accuracy"]), np.mean(q.argmax(1) == labels[:, 0]), atol=1e-6)
+
+
+def test_refuses_anything_but_one_categorical_condition():
+    with pytest.raises(ValueError, match="exactly one categorical condition"):
+        small_model(conditional=False)
+    with pytest.raises(ValueError, match="num_labeled must be in"):
+        small_model(num_labeled=301)
+
+
+def test_keras_file_round_trip_in_safe_mode(tmp_path):
+    def same_outputs(loaded, model):
+        x = images(4, seed=3)
+        np.testing.assert_allclose(loaded.classify(x), model.classify(x), atol=1e-6)
+        z, labels = np.zeros((4, 2), "float32"), np.array([0, 1, 2, 1])
+        np.testing.assert_allclose(loaded.decode(z, labels), model.decode(z, labels), atol=1e-6)
+
+    labels = np.array([0, -1, 1, -1, 2, -1, -1, -1] * 2, "float32")[:, None]
+    assert_keras_round_trip(small_model(arch="conv"), images(16), labels, tmp_path / "m.keras", same_outputs)
