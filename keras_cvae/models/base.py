@@ -99,21 +99,24 @@ class VariationalModel(keras.Model):
 
     def sample(self, distribution: tfd.Distribution, num_samples: int | None = None) -> tf.Tensor:
         """z = μ + σ·ε from a diagonal Gaussian, [N, L] (or [K, N, L]): the reparameterised
-        sample that gradients flow through, with noise from the model's seed generator.
+        sample that gradients flow through, with noise from the model's seed generator."""
+        mean = distribution.mean()
+        shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
+        return mean + distribution.stddev() * self.noise(shape)
+
+    def noise(self, shape: tf.Tensor) -> tf.Tensor:
+        """Standard normal noise of `shape` from the model's seed generator.
 
         Under several replicas the replica's id is folded into the seed: the generator's state
         is copied to every replica, which would otherwise draw the same ε for different images.
         """
-        mean = distribution.mean()
-        shape = tf.shape(mean) if num_samples is None else tf.concat([[num_samples], tf.shape(mean)], 0)
         seed = self.seed_generator.next()
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
             seed = tf.random.experimental.stateless_fold_in(seed, replica.replica_id_in_sync_group)
         # Philox named explicitly: `keras.random.normal` leaves the algorithm to "auto_select",
         # which XLA's CPU backend turns into a generator ten times slower than Philox.
-        noise = tf.random.stateless_normal(shape, seed=seed, alg="philox")
-        return mean + distribution.stddev() * noise
+        return tf.random.stateless_normal(shape, seed=seed, alg="philox")
 
     def _seed_for_step(self) -> None:
         """Make this train step's noise a function of the seed and the step number alone, so that

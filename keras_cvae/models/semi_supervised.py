@@ -126,7 +126,9 @@ class SemiSupervisedCVAE(CVAE):
         labels = tf.cast(tf.repeat(tf.range(classes), count), tf.float32)[:, tf.newaxis]
         z_mean, z_log_var = self.encode(tiled, labels, training=training)
         posterior = self.posterior(z_mean, z_log_var)
-        z = self.sample(posterior)
+        # The same ε under every class (common random numbers): each L(x, y) is still unbiased,
+        # and their differences, which drive q(y | x), lose the noise of independent draws.
+        z = z_mean + posterior.stddev() * tf.tile(self.noise([count, self.latent_dim]), [classes, 1])
         reconstruction = -self.log_likelihood(tiled, labels, z, training=training)
         kl = tfd.kl_divergence(posterior, self.prior(tf.shape(z)[0]))
         reconstruction, kl = (tf.transpose(tf.reshape(t, [classes, count])) for t in (reconstruction, kl))
