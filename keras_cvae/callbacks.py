@@ -1,5 +1,5 @@
-"""Generic training callbacks: the history file and ELBO curve, checkpoints, KL warm-up, the
-pipeline's epoch, and the stop on a non-finite loss. (Sample grids are each task's own.)
+"""Generic training callbacks: the history file and ELBO curve, checkpoints, the KL schedules
+(linear warm-up, cyclical), the pipeline's epoch, and the stop on a non-finite loss. (Sample grids are each task's own.)
 
 Each writes atomically, so killing training at any moment leaves the last good files in place.
 Order matters for resuming: the history row of an epoch is written before its checkpoint, and a
@@ -59,6 +59,29 @@ class KLWarmup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.model.kl_weight.assign(min(1.0, (epoch + 1) / self.epochs))
+
+
+def cyclical_kl_weight(step: int, total_steps: int, cycles: int, rising: float = 0.5) -> float:
+    """Fu et al. (2019)'s cyclical schedule: training cut into `cycles` equal periods; in each, the
+    weight rises linearly from 0 over the first `rising` share, then stays 1."""
+    period = total_steps / cycles
+    phase = (step % period) / period
+    return min(1.0, phase / rising)
+
+
+class CyclicalKL(keras.callbacks.Callback):
+    """Sets the KL weight from the optimizer's step count before each call of the train step
+    (`cyclical_kl_weight` over `epochs` epochs); with steps_per_execution N it moves every N steps.
+    The step count is saved with a checkpoint, so a resumed run follows the same schedule."""
+
+    def __init__(self, epochs: int, cycles: int) -> None:
+        super().__init__()
+        self.epochs, self.cycles = epochs, cycles
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        total = self.epochs * self.params["steps"]
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.kl_weight.assign(cyclical_kl_weight(step, total, self.cycles))
 
 
 class PipelineEpoch(keras.callbacks.Callback):

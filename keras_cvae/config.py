@@ -27,6 +27,8 @@ QUADRANT_COUNTS = (1, 2, 3)
 OBJECTIVES = ("baseline", "cvae", "gsnn", "hybrid")  # see models/completion.py
 KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
+BINARIZATIONS = ("none", "dynamic")
+KL_SCHEDULES = ("constant", "linear", "cyclical")
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
@@ -113,6 +115,9 @@ class DataConfig:
                                                  parse=_image_size)
     test_fraction: float = setting(0.1, "share of an image folder without a split column held out for testing",
                                    parse=float)
+    binarize: str = setting(
+        "none", "dynamic: fresh Bernoulli(pixel) images every training batch, the test and validation sets "
+        "binarized once with a fixed seed (NLLs comparable with the literature)", parse=str, choices=BINARIZATIONS)
     limit: int | None = setting(None, "use only the first N training images", parse=int)
     validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
     task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it; "
@@ -124,6 +129,10 @@ class DataConfig:
     quadrants: int = setting(1, "visible quadrants for --task completion", parse=int, choices=QUADRANT_COUNTS,
                              used_when=(_completion, "--task classes or semi_supervised"))
 
+    @property
+    def dynamic_binarization(self) -> bool:
+        return self.binarize == "dynamic"
+
     def __post_init__(self) -> None:
         if self.image_size is not None:
             self.image_size = tuple(int(side) for side in self.image_size)
@@ -131,6 +140,8 @@ class DataConfig:
     def validate(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        if self.binarize not in BINARIZATIONS:
+            raise ConfigError(f"--binarize must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
         if self.task not in TASKS:
             raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.quadrants not in QUADRANT_COUNTS:
@@ -164,6 +175,10 @@ class ModelConfig:
     alpha: float = setting(0.5, "hybrid objective: α·CVAE + (1−α)·GSNN", parse=float,
                            used_when=(lambda c: _completion(c) and c.model.objective == "hybrid",
                                       "anything but --objective hybrid"))
+    free_bits: float = setting(
+        0.0, "nats per latent dimension the KL term does not charge for (free bits, Kingma et al. 2016; 0: off)",
+        parse=float, used_when=(lambda c: _has_kl(c) and not _semi_supervised(c),
+                                "--objective baseline or gsnn (no KL term) or --task semi_supervised"))
     classifier_weight: float = setting(
         0.1, "for --task semi_supervised: weight of −log q(y|x) on labelled images, per image of the data set "
         "(Kingma et al.'s α = 0.1·N is 0.1 here)", parse=float,
@@ -188,6 +203,8 @@ class ModelConfig:
             raise ConfigError(f"--beta must be >= 0, got {self.beta}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.free_bits < 0:
+            raise ConfigError(f"--free-bits must be >= 0, got {self.free_bits}")
         if self.classifier_weight < 0:
             raise ConfigError(f"--classifier-weight must be >= 0, got {self.classifier_weight}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -205,8 +222,14 @@ class TrainConfig:
     batch_size: int = setting(128, "batch size (the global batch under several replicas)", parse=int)
     learning_rate: float = setting(1e-3, "Adam learning rate", parse=float)
     seed: int = setting(0, "random seed: weights, data order, noise, sample grids", parse=int)
-    kl_warmup: int = setting(0, "raise the KL weight linearly over this many epochs (0: off)", parse=int,
-                             used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+    kl_schedule: str = setting(
+        "constant", "the KL weight over training: constant 1; linear from 1/E to 1 over --kl-warmup E epochs; "
+        "cyclical (Fu et al. 2019): --kl-cycles cycles, each rising from 0 to 1 over its first half, then 1",
+        parse=str, choices=KL_SCHEDULES, used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+    kl_warmup: int = setting(0, "epochs of the linear KL schedule (given alone, it means --kl-schedule linear)",
+                             parse=int, used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+    kl_cycles: int = setting(4, "cycles of the cyclical KL schedule", parse=int,
+                             used_when=(lambda c: c.train.kl_schedule == "cyclical", "any --kl-schedule but cyclical"))
     run_dir: str | None = setting(None, "where the run's files go (default runs/<name>)", parse=str, resumable=True)
     export: str | None = setting(None, "SavedModel export root (default saved_models/<name>)", parse=str,
                                  resumable=True)
@@ -224,6 +247,11 @@ class TrainConfig:
     strategy: str = setting("auto", "tf.distribute strategy (auto: mirrored on >1 GPU; multi_worker: TF_CONFIG)",
                             parse=str, choices=STRATEGIES, resumable=True)
 
+    @property
+    def resolved_kl_schedule(self) -> str:
+        """The schedule in force: --kl-warmup alone means linear."""
+        return "linear" if self.kl_schedule == "constant" and self.kl_warmup else self.kl_schedule
+
     def validate(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
@@ -233,6 +261,14 @@ class TrainConfig:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.kl_warmup < 0:
             raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+        if self.kl_schedule not in KL_SCHEDULES:
+            raise ConfigError(f"--kl-schedule must be one of {', '.join(KL_SCHEDULES)}, got {self.kl_schedule!r}")
+        if self.kl_schedule == "linear" and self.kl_warmup < 1:
+            raise ConfigError("--kl-schedule linear needs --kl-warmup E, the epochs it rises over")
+        if self.kl_schedule == "cyclical" and self.kl_warmup:
+            raise ConfigError("--kl-warmup is the linear schedule's; drop it with --kl-schedule cyclical")
+        if self.kl_cycles < 1:
+            raise ConfigError(f"--kl-cycles must be at least 1, got {self.kl_cycles}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.keep_checkpoints < 1:
@@ -290,6 +326,8 @@ class RunConfig:
             raise ConfigError("--task completion uses --arch mlp (conv is not implemented for it)")
         if self.data.task == "completion" and not self.model.conditional:
             raise ConfigError("--no-conditional does not apply to --task completion (the condition is the image part)")
+        if self.data.binarize != "none" and self.model.likelihood != "bernoulli":
+            raise ConfigError(f"--binarize {self.data.binarize} makes binary pixels: use --likelihood bernoulli")
         if self.data.task == "semi_supervised" and not self.model.conditional:
             raise ConfigError("--no-conditional does not apply to --task semi_supervised (the class is its condition)")
 

@@ -7,7 +7,8 @@
 
 This module imports neither keras nor tensorflow_probability, so it runs wherever TF Serving's
 model would: it only calls the SavedModel's signatures. A class-conditional export answers
-generate / encode / decode / reconstruct / log_likelihood (a semi-supervised one also classify);
+generate / encode / decode / reconstruct / log_likelihood / log_importance_weights (a
+semi-supervised one also classify);
 an image-completion export answers
 complete / log_weights / baseline_log_likelihood.
 """
@@ -130,6 +131,12 @@ class SavedModelClient:
                          **self._condition_inputs(self.rows(conditions, len(images))))
         return out["log_likelihood"]
 
+    def log_importance_weights(self, images: np.ndarray, conditions: Conditions, eps: np.ndarray) -> np.ndarray:
+        """[K, N] log-weights of the importance-weighted bound for noise `eps` [K, N, latent_dim]."""
+        images = self._images(images)
+        return self._call("log_importance_weights", images=images, eps=np.asarray(eps, np.float32),
+                          **self._condition_inputs(self.rows(conditions, len(images))))["log_weights"]
+
     def classify(self, images: np.ndarray) -> np.ndarray:
         """q(y | x) of a semi-supervised export: probabilities [N, K], in the vocabulary's order."""
         return self._call("classify", images=self._images(images))["probabilities"]
@@ -150,6 +157,11 @@ class SavedModelClient:
         """[K, N] importance log-weights for −log p(y | x) (see CompletionCVAE.log_weights)."""
         return self._call("log_weights", images=self._images(images),
                           num_samples=np.int32(num_samples))["log_weights"]
+
+    def latent_moments(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """q(z | x, y, ŷ)'s and p(z | x, ŷ)'s means and log-variances (q_mean, q_log_var, p_mean,
+        p_log_var), each [N, latent_dim]."""
+        return self._call("latent_moments", images=self._images(images))
 
     def baseline_log_likelihood(self, images: np.ndarray) -> np.ndarray:
         """log p(y | ŷ(x)) of the deterministic baseline, [N] (nats over the missing pixels)."""

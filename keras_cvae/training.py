@@ -21,9 +21,16 @@ import keras
 import tensorflow as tf
 
 from keras_cvae.atomic import atomic_path, atomic_write_text
-from keras_cvae.callbacks import EpochCheckpoint, HistoryWriter, KLWarmup, PipelineEpoch, StopOnNonFiniteLoss
+from keras_cvae.callbacks import (
+    CyclicalKL,
+    EpochCheckpoint,
+    HistoryWriter,
+    KLWarmup,
+    PipelineEpoch,
+    StopOnNonFiniteLoss,
+)
 from keras_cvae.config import ConfigError, RunConfig
-from keras_cvae.data import LoadedDataset, dataset_name, limit_and_split, make_pipeline
+from keras_cvae.data import LoadedDataset, binarize, dataset_name, limit_and_split, make_pipeline
 from keras_cvae.distribute import is_chief, make_strategy
 from keras_cvae.export import export_saved_model
 from keras_cvae.models.base import VariationalModel, global_dtype_policy
@@ -136,6 +143,8 @@ def _train(
     (x_train, y_train), (x_val, y_val) = limit_and_split(
         dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction
     )
+    if config.data.dynamic_binarization:
+        x_val = binarize(x_val)  # once, like the test set: validation numbers stay comparable
     pipeline_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")
     train_data = get_task(config.data.task).train_pipeline(x_train, y_train, dataset.conditions, config,
                                                            pipeline_epoch)
@@ -163,8 +172,10 @@ def _train(
     callbacks: list[keras.callbacks.Callback] = [PipelineEpoch(pipeline_epoch), StopOnNonFiniteLoss()]
     if backup is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(backup)))
-    if tc.kl_warmup:
+    if tc.resolved_kl_schedule == "linear":
         callbacks.append(KLWarmup(tc.kl_warmup))
+    elif tc.resolved_kl_schedule == "cyclical":
+        callbacks.append(CyclicalKL(tc.epochs, tc.kl_cycles))
     history_writer = HistoryWriter(run_dir, history)
     if chief:  # the run dir's files come from the chief alone
         callbacks.append(history_writer)

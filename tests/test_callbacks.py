@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_cvae.callbacks import EpochCheckpoint, HistoryWriter, KLWarmup, PipelineEpoch, StopOnNonFiniteLoss
+from keras_cvae.callbacks import (
+    CyclicalKL,
+    EpochCheckpoint,
+    HistoryWriter,
+    KLWarmup,
+    PipelineEpoch,
+    StopOnNonFiniteLoss,
+    cyclical_kl_weight,
+)
 from keras_cvae.errors import NonFiniteLossError
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.run_dir import RunDir
@@ -50,6 +58,26 @@ def test_kl_warmup_rises_linearly_to_one(model):
         warmup.on_epoch_begin(epoch)
         weights.append(float(model.kl_weight.numpy()))
     np.testing.assert_allclose(weights, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_the_cyclical_schedule_matches_fu_et_al():
+    # 2 cycles over 8 steps: each period of 4 rises over its first half (0, 0.5), then holds 1.
+    assert [cyclical_kl_weight(step, 8, 2) for step in range(8)] == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
+    # 4 cycles over 2 epochs of 10 steps (Fu et al.'s default rising share, 0.5): period 5, rise 2.5 steps.
+    np.testing.assert_allclose([cyclical_kl_weight(s, 20, 4) for s in (0, 1, 2, 3, 5, 6, 19)],
+                               [0.0, 0.4, 0.8, 1.0, 0.0, 0.4, 1.0])
+
+
+def test_the_cyclical_callback_follows_the_optimizer_step(model):
+    callback = attached(CyclicalKL(epochs=2, cycles=2), model)
+    callback.set_params({"steps": 4})
+    model.optimizer.build(model.trainable_variables)
+    weights = []
+    for step in (0, 1, 2, 4, 5):
+        model.optimizer.iterations.assign(step)
+        callback.on_train_batch_begin(0)
+        weights.append(float(model.kl_weight.numpy()))
+    np.testing.assert_allclose(weights, [0.0, 0.5, 1.0, 0.0, 0.5])
 
 
 def test_pipeline_epoch_is_set_before_each_epoch():

@@ -41,6 +41,29 @@ def test_invalid_values_name_the_flag(config, match):
         config.validate()
 
 
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"data.binarize": "dynamic", "model.likelihood": "gaussian"}, "--binarize dynamic makes binary pixels"),
+    ({"train.kl_schedule": "linear"}, "--kl-schedule linear needs --kl-warmup E"),
+    ({"train.kl_schedule": "cyclical", "train.kl_warmup": 3}, "--kl-warmup is the linear schedule's"),
+    ({"model.free_bits": -1.0}, "--free-bits must be >= 0"),
+    ({"data.task": "semi_supervised"}, "--task semi_supervised needs --labeled N"),
+    ({"data.task": "semi_supervised", "data.labeled": 100, "model.conditional": False}, "--no-conditional does not apply"),
+])
+def test_inconsistent_new_settings_are_refused(changes, match):
+    config = RunConfig()
+    for key, value in changes.items():
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, value)
+    with pytest.raises(ConfigError, match=match):
+        config.validate()
+
+
+def test_kl_warmup_alone_means_the_linear_schedule():
+    assert TrainConfig(kl_warmup=5).resolved_kl_schedule == "linear"
+    assert TrainConfig().resolved_kl_schedule == "constant"
+    assert TrainConfig(kl_schedule="cyclical").resolved_kl_schedule == "cyclical"
+
+
 def test_hidden_units_default_per_arch():
     assert ModelConfig(arch="mlp").resolved_hidden_units() == (400,)
     assert ModelConfig(arch="conv").resolved_hidden_units() == (128,)

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from conftest import idx_bytes, write_idx_folder
 from keras_cvae import data
-from keras_cvae.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, load_dataset, parse_idx
+from keras_cvae.data import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    DataError,
+    load_dataset,
+    make_pipeline,
+    parse_idx,
+)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -214,3 +221,33 @@ def test_image_size_resizes_array_data(tmp_path, tiny_arrays):
     flat = np.full((1, 28, 28), 77, np.uint8)  # a flat image stays flat through the antialiasing filter
     np.savez(tmp_path / "flat.npz", x_train=flat, y_train=[0], x_test=flat, y_test=[0])
     assert np.all(load_dataset("flat", tmp_path / "flat.npz", image_size=(7, 7)).x_test == 77)
+
+
+def test_dynamic_binarization_draws_afresh_every_batch_and_keeps_a_resumed_epoch():
+    import tensorflow as tf
+
+    grey = np.full((64, 4, 4, 1), 96, np.uint8)  # every pixel on with probability 96/255
+    rows = np.zeros((64, 1), np.float32)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    pipeline = make_pipeline(grey, rows, batch_size=16, shuffle=True, seed=3, epoch=epoch, binarize=True)
+    first = np.stack([images.numpy() for images, _ in pipeline])
+    assert set(np.unique(first)) == {0, 255}
+    assert abs(first.mean() / 255 - 96 / 255) < 0.05
+    assert not np.array_equal(first[0], first[1])  # the same grey images, a new draw each batch
+    np.testing.assert_array_equal(first, np.stack([images.numpy() for images, _ in pipeline]))  # epoch 0 again
+    epoch.assign(1)
+    assert not np.array_equal(first, np.stack([images.numpy() for images, _ in pipeline]))
+
+
+def test_the_test_set_is_binarized_once_with_a_fixed_seed(tmp_path, tiny_arrays):
+    from keras_cvae.config import DataConfig
+    from keras_cvae.data import load_configured
+
+    folder = write_idx_folder(tmp_path / "idx", *tiny_arrays)
+    config = DataConfig(dataset="mnist", data_dir=str(folder), binarize="dynamic")
+    first, second = load_configured(config), load_configured(config)
+    assert first.binarized and set(np.unique(first.x_test)) <= {0, 255}
+    np.testing.assert_array_equal(first.x_test, second.x_test)
+    np.testing.assert_array_equal(first.x_train, tiny_arrays[0][..., None])  # training images stay grey
+    assert abs(first.x_test.mean() - tiny_arrays[2].mean()) < 4.0
+    assert not load_configured(DataConfig(dataset="mnist", data_dir=str(folder))).binarized

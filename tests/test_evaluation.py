@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import run_cli
 from keras_cvae.data import NPZ_KEYS, load_dataset
@@ -28,7 +29,8 @@ CLASS_METRIC_TYPES = {
     "task": str, "likelihood": str, "binarized": bool, "test_elbo": float, "test_reconstruction": float,
     "test_kl": float, "test_nll_iw": float, "iw_samples": int, "num_test_images": int,
     "conditional_accuracy": float, "per_class_accuracy": dict, "per_condition_accuracy": dict,
-    "classifier_test_accuracy": float,
+    "classifier_test_accuracy": float, "fid": float, "kid": float, "fid_samples": int, "per_class_fid": dict,
+    "active_units": int, "kl_per_dim": list,
 }
 
 
@@ -42,27 +44,32 @@ def test_log_mean_exp_is_stable_for_very_negative_values():
 
 class LinearGaussian:
     """z ~ N(0, I₂), x | z ~ N(Wz + b, σ²I₄) with W's columns orthogonal, so that the exact
-    posterior is a diagonal Gaussian and log p(x) has a closed form. Behind the Backend
-    interface, its encoder returns that exact posterior."""
+    posterior is a diagonal Gaussian and log p(x) has a closed form. Behind the ClassModel
+    interface (in TensorFlow ops, as models.base.log_importance_weights needs), its encoder
+    returns that exact posterior."""
 
     latent_dim = 2
 
-    def __init__(self, swap_prior_and_posterior: bool = False) -> None:
-        self.w = np.array([[1.5, 0.0], [0.0, -0.8], [0.0, 0.0], [0.0, 0.0]])
-        self.b = np.array([0.3, -0.2, 0.1, 0.5])
+    def __init__(self) -> None:
+        self.w = np.array([[1.5, 0.0], [0.0, -0.8], [0.0, 0.0], [0.0, 0.0]], np.float32)
+        self.b = np.array([0.3, -0.2, 0.1, 0.5], np.float32)
         self.sigma = 0.7
-        self.swap = swap_prior_and_posterior
 
     def encode(self, images, labels):
-        x = images.reshape(len(images), -1)
+        x = tf.reshape(tf.cast(images, tf.float32), [tf.shape(images)[0], -1])
         precision = 1.0 + np.sum(self.w**2, axis=0) / self.sigma**2  # diagonal, as WᵀW is
         mean = ((x - self.b) @ self.w / self.sigma**2) / precision
-        return mean.astype(np.float32), np.broadcast_to(-np.log(precision), mean.shape).astype(np.float32)
+        return mean, tf.broadcast_to(tf.constant(-np.log(precision), tf.float32), tf.shape(mean))
 
     def log_likelihood(self, images, labels, z):
-        x = images.reshape(len(images), -1)
+        x = tf.reshape(tf.cast(images, tf.float32), [tf.shape(images)[0], -1])
         residual = x - (z @ self.w.T + self.b)
-        return -0.5 * np.sum(residual**2 / self.sigma**2 + np.log(2 * np.pi * self.sigma**2), axis=1)
+        return -0.5 * tf.reduce_sum(residual**2 / self.sigma**2 + np.log(2 * np.pi * self.sigma**2), axis=1)
+
+    def log_importance_weights(self, images, labels, eps):
+        from keras_cvae.models.base import log_importance_weights
+
+        return log_importance_weights(self, images, labels, eps).numpy()
 
     def log_evidence(self, images) -> np.ndarray:
         x = images.reshape(len(images), -1) - self.b
@@ -83,16 +90,15 @@ def test_iw_estimate_is_exact_when_the_proposal_is_the_exact_posterior(num_sampl
 
 
 def test_iw_estimate_with_log_prior_and_log_posterior_swapped_is_not_exact(monkeypatch):
-    """The check above must catch an estimator that swaps log p(z) and log q(z | x)."""
-    from keras_cvae.evaluation import estimators
-    from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
+    """The check above must catch log-weights that swap log p(z) and log q(z | x)."""
+    from keras_cvae.models import base
 
     model = LinearGaussian()
     images = np.random.default_rng(1).normal(size=(7, 2, 2, 1)).astype(np.float32)
-    monkeypatch.setattr(estimators, "gaussian_posterior", lambda mean, log_var: standard_normal_prior(*mean.shape))
-    monkeypatch.setattr(estimators, "standard_normal_prior",
-                        lambda n, dim: gaussian_posterior(*(np.float32(v) for v in model.encode(images, None))))
-    estimate = estimators.iw_log_likelihood(model, images, np.zeros(7, np.int32), 5, np.random.default_rng(0))
+    posterior = base.gaussian_posterior(*model.encode(images, None))
+    monkeypatch.setattr(base, "gaussian_posterior", lambda mean, log_var: base.standard_normal_prior(7, 2))
+    monkeypatch.setattr(base, "standard_normal_prior", lambda n, dim: posterior)
+    estimate = iw_log_likelihood(model, images, np.zeros(7, np.int32), 5, np.random.default_rng(0))
     assert np.max(np.abs(estimate - model.log_evidence(images))) > 0.1
 
 
@@ -203,11 +209,14 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, tmp_p
     assert a["num_test_images"] == 200 and a["iw_samples"] == 20
     assert len(a["per_class_accuracy"]) == 10
     assert a["test_nll_iw"] < -a["test_elbo"]
-    for key in ("test_elbo", "test_reconstruction", "test_kl", "test_nll_iw"):
+    for key in ("test_elbo", "test_reconstruction", "test_kl", "test_nll_iw", "fid", "kid"):
         assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    assert a["fid_samples"] == 200 and a["fid"] > 0 and len(a["per_class_fid"]) == 10
+    assert len(a["kl_per_dim"]) == 8 and 0 < a["active_units"] <= 8
+    assert a["test_kl"] == pytest.approx(sum(a["kl_per_dim"]), rel=1e-4)  # one KL, two ways
 
     report = (tmp_path / "a" / "report.md").read_text()
-    for figure in ("samples", "reconstructions", "latent_space", "interpolation", "style_transfer"):
+    for figure in ("samples", "reconstructions", "latent_space", "interpolation", "style_transfer", "latent_usage"):
         assert (tmp_path / "a" / f"{figure}.png").is_file()
         assert f"![{figure}]({figure}.png)" in report
     assert (tmp_path / "b" / "elbo_curve.png").is_file()  # a run dir brings its history

@@ -90,6 +90,14 @@ def test_signatures_match_the_in_memory_model(model, export_root):
     np.testing.assert_allclose(
         log_lik["log_likelihood"].numpy(), model.log_likelihood(images, labels, z).numpy(), rtol=1e-5
     )
+    eps = rng.standard_normal((3, 5, 4)).astype("float32")
+    weights = loaded.signatures["log_importance_weights"](images=tf.constant(images), eps=tf.constant(eps),
+                                                          labels=tf.constant(labels))["log_weights"]
+    assert weights.shape == (3, 5)
+    np.testing.assert_allclose(weights.numpy(), model.log_importance_weights(images, labels, eps).numpy(), rtol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="eps must have shape K×N×4, N images"):
+        loaded.signatures["log_importance_weights"](images=tf.constant(images), eps=tf.constant(eps[:, :2]),
+                                                    labels=tf.constant(labels))
 
 
 def test_saved_model_cli_lists_signatures_and_dtypes(model, export_root):
@@ -101,7 +109,7 @@ def test_saved_model_cli_lists_signatures_and_dtypes(model, export_root):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     names = set(ClassesTask().endpoints(model))
-    assert names == {"serving_default", "decode", "encode", "reconstruct", "log_likelihood"}
+    assert names == {"serving_default", "decode", "encode", "reconstruct", "log_likelihood", "log_importance_weights"}
     for name in names:
         assert f"signature_def['{name}']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]

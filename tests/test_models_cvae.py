@@ -246,3 +246,32 @@ def test_a_config_saved_before_conditions_still_builds():
     config = {key: value for key, value in small_model().get_config().items() if key != "conditions"}
     model = CVAE.from_config({**config, "num_classes": 3, "class_names": ["a", "b", "c"]})
     assert model.conditions == (Condition("labels", CATEGORICAL, values=("a", "b", "c")),)
+
+
+def test_free_bits_match_a_hand_computation():
+    import tensorflow as tf
+
+    from keras_cvae.models.base import free_bits_kl
+
+    kl = np.array([[0.1, 2.0, 0.0], [0.3, 4.0, 0.2]], "float32")  # batch means 0.2, 3.0, 0.1
+    charged = free_bits_kl(tf.constant(kl), 0.25).numpy()
+    np.testing.assert_allclose(charged, [0.25 + 2.0 + 0.25, 0.25 + 4.0 + 0.25])
+    assert charged.mean() == pytest.approx(max(0.25, 0.2) + max(0.25, 3.0) + max(0.25, 0.1))
+    np.testing.assert_allclose(free_bits_kl(tf.constant(kl), 0.0).numpy(), kl.sum(axis=1))
+    # Dimensions under λ get no gradient; the others get the plain KL's.
+    variable = tf.Variable(kl)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(free_bits_kl(variable, 0.25))
+    np.testing.assert_allclose(tape.gradient(loss, variable).numpy(), [[0, 0.5, 0], [0, 0.5, 0]])
+
+
+def test_free_bits_change_the_loss_but_not_the_reported_kl():
+    plain = CVAE(latent_dim=3, hidden_units=(8,), seed=1)
+    freed = CVAE(latent_dim=3, hidden_units=(8,), seed=1, free_bits=5.0)
+    freed.set_weights(plain.get_weights())
+    x, y = batch(4)
+    a, b = plain.compute_terms(x, y), freed.compute_terms(x, y)
+    np.testing.assert_allclose(a["kl_loss"], b["kl_loss"], rtol=1e-6)
+    np.testing.assert_allclose(a["elbo"], b["elbo"], rtol=1e-6)
+    # An untrained encoder's KL per dimension is far below 5 nats: the loss charges 3 × 5.
+    np.testing.assert_allclose(b["loss"], b["reconstruction_loss"] + 15.0, rtol=1e-5)

@@ -21,7 +21,7 @@ def test_export_has_a_complete_signature(tmp_path):
     loaded = tf.saved_model.load(str(version))
     assert set(loaded.signatures) == set(CompletionTask().endpoints(model)) == {
         "serving_default", "complete", "complete_with_noise", "complete_baseline", "log_weights",
-        "baseline_log_likelihood"}
+        "baseline_log_likelihood", "latent_moments"}
     batch = images(3)
     masked = model.condition(batch)
     completed = loaded.signatures["complete"](images=masked)["images"].numpy()
@@ -46,6 +46,10 @@ def test_export_signatures_agree_with_the_in_memory_model(tmp_path, objective):
     np.testing.assert_allclose(client.baseline_log_likelihood(batch), model.baseline_log_likelihood(batch), rtol=1e-5)
     weights = client.log_weights(batch, 5)
     assert weights.shape == ((1, 4) if objective == "baseline" else (5, 4)) and np.all(np.isfinite(weights))
+    if objective != "baseline":  # what z carries: the recognition and prior networks' moments
+        moments = client.latent_moments(batch)
+        for key, value in model.latent_moments(batch).items():
+            np.testing.assert_allclose(moments[key], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="a completion model takes no conditions"):
         client.decode(np.zeros((1, 3)), [0])
 
@@ -119,9 +123,12 @@ def test_train_evaluate_and_generate_a_completion_model_from_the_cli(tmp_path, f
         assert metrics["task"] == "completion" and metrics["num_test_images"] == 200
         assert 0 < metrics["ncll"] < metrics["baseline_ncll"] + 50 and metrics["baseline_ncll"] > 0
         assert (output / "report.md").is_file() and (output / "completions.png").is_file()
+        assert 0 <= metrics["active_units"] <= 20 and len(metrics["kl_per_dim"]) == 20
+        assert (output / "latent_usage.png").is_file()
     by_export = json.loads((tmp_path / "by_export" / "metrics.json").read_text())
     by_run = json.loads((tmp_path / "by_run" / "metrics.json").read_text())
     assert by_export["baseline_ncll"] == pytest.approx(by_run["baseline_ncll"], rel=1e-5)
+    assert by_export["kl_per_dim"] == pytest.approx(by_run["kl_per_dim"], rel=1e-4)
     grid = tmp_path / "completions.png"
     done = run_cli("-m", "keras_cvae", "generate", "--model", str(export / "1"), "--from-test", "4", "--out", str(grid))
     assert done.returncode == 0 and grid.is_file(), done.stderr[-3000:]

@@ -9,6 +9,7 @@ that was tried.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from keras_cvae.errors import DataError
 
 __all__ = [
     "CATEGORICAL", "CONTINUOUS", "DATASETS", "Condition", "DataError", "DatasetSpec", "IDX_IMAGES_MAGIC",
-    "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "dataset_name", "get_spec",
+    "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "binarize", "dataset_name", "get_spec",
     "limit_and_split", "load_configured", "load_dataset", "make_mixed_pipeline", "make_pipeline", "parse_idx",
 ]
 
@@ -52,6 +53,7 @@ NO_DOWNLOAD_ENV = "KERAS_CVAE_NO_DOWNLOAD"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEFAULT_DATASET = "mnist"
 SPLIT_SEED = 0  # the held-out test split of a folder without a split column
+BINARIZE_SEED = 0  # the one binarization of the test and validation sets under --binarize dynamic
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class LoadedDataset:
     conditions: tuple[Condition, ...]
     source: str
     test_files: tuple[str, ...] | None = None
+    binarized: bool = False  # the test set is binarized (the training set stays grey: see data.pipeline)
 
     @classmethod
     def from_labels(cls, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -328,6 +331,16 @@ def load_dataset(
 
 
 def load_configured(config: DataConfig, data_dir: str | Path | None = None) -> LoadedDataset:
-    """The dataset a run's data settings describe (`data_dir`, when given, overriding theirs)."""
-    return load_dataset(config.dataset, data_dir or config.data_dir, conditions=config.conditions,
-                        image_size=config.image_size, test_fraction=config.test_fraction)
+    """The dataset a run's data settings describe (`data_dir`, when given, overriding theirs); under
+    `--binarize dynamic` its test set binarized once (BINARIZE_SEED)."""
+    dataset = load_dataset(config.dataset, data_dir or config.data_dir, conditions=config.conditions,
+                           image_size=config.image_size, test_fraction=config.test_fraction)
+    if config.dynamic_binarization:
+        dataset = dataclasses.replace(dataset, x_test=binarize(dataset.x_test), binarized=True)
+    return dataset
+
+
+def binarize(images: np.ndarray, seed: int = BINARIZE_SEED) -> np.ndarray:
+    """One Bernoulli draw per pixel of uint8 images, P(on) = pixel / 255: uint8 values 0 or 255."""
+    draws = np.random.default_rng(seed).random(images.shape, dtype=np.float32) * 255.0
+    return np.where(draws < images, 255, 0).astype(np.uint8)

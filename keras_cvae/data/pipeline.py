@@ -37,9 +37,11 @@ def make_pipeline(
     seed: int = 0,
     prefetch: int = 2,
     epoch: tf.Variable | None = None,
+    binarize: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (uint8 images, conditions) from arrays held in memory (conditions as given:
-    float32 N×M from `load_dataset`).
+    float32 N×M from `load_dataset`); with `binarize`, each batch's images are a fresh Bernoulli
+    draw per pixel (P(on) = pixel / 255; values 0 or 255), a different draw every batch and epoch.
 
     The arrays become two in-memory tensors. An epoch is one gather of the whole array in a new
     random order (a different order every epoch, the same sequence for the same seed), cut into
@@ -76,7 +78,7 @@ def make_pipeline(
             batches = batches.concatenate(rest)
         return batches
 
-    return _epochs(one_epoch, seed, epoch, batch_size, -(-count // batch_size), prefetch)
+    return _epochs(one_epoch, seed, epoch, batch_size, -(-count // batch_size), prefetch, binarize)
 
 
 def make_mixed_pipeline(
@@ -88,6 +90,7 @@ def make_mixed_pipeline(
     seed: int = 0,
     prefetch: int = 2,
     epoch: tf.Variable | None = None,
+    binarize: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (uint8 images, rows) for semi-supervised training: each batch holds
     `labeled_per_batch` labelled images and `batch_size − labeled_per_batch` unlabelled ones, whose
@@ -96,7 +99,7 @@ def make_mixed_pipeline(
     An epoch is one pass over the unlabelled images in a new random order (the last batch may hold
     fewer of them); the labelled images are drawn from as many fresh random orders of the labelled
     set as the epoch needs, so each is seen about equally often. Orders depend on `seed` and the
-    epoch as in `make_pipeline`.
+    epoch as in `make_pipeline`, and so does `binarize`.
     """
     import tensorflow as tf
 
@@ -136,14 +139,35 @@ def make_mixed_pipeline(
             batches = batches.concatenate(tf.data.Dataset.from_tensors((images[0], conditions[0])))
         return batches
 
-    return _epochs(one_epoch, seed, epoch, batch_size, steps, prefetch)
+    return _epochs(one_epoch, seed, epoch, batch_size, steps, prefetch, binarize)
+
+
+def _binarized(batches: tf.data.Dataset, order_seed: tf.Tensor) -> tf.data.Dataset:
+    """Each batch's images as one Bernoulli draw per pixel, seeded by the epoch's seed and the
+    batch's number (so a resumed run draws what the uninterrupted one drew)."""
+    import tensorflow as tf
+
+    def draw(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        images, rows = batch
+        seed = tf.random.experimental.stateless_fold_in(order_seed, index)
+        uniform = tf.random.stateless_uniform(tf.shape(images), seed=seed, alg="philox") * 255.0
+        return tf.cast(uniform < tf.cast(images, tf.float32), tf.uint8) * 255, rows
+
+    return batches.enumerate().map(draw)
 
 
 def _epochs(one_epoch, seed: int, epoch: tf.Variable | None, batch_size: int, num_batches: int,
-            prefetch: int) -> tf.data.Dataset:
+            prefetch: int, binarize: bool = False) -> tf.data.Dataset:
     """The epochs of a pipeline whose `one_epoch(order_seed)` gives one epoch's batches: the
-    order seed is (seed, epoch number) with `epoch`, else drawn afresh for each new iterator."""
+    order seed is (seed, epoch number) with `epoch`, else drawn afresh for each new iterator;
+    with `binarize` every batch is binarized afresh."""
     import tensorflow as tf
+
+    if binarize:
+        unbinarized = one_epoch
+
+        def one_epoch(order_seed: tf.Tensor) -> tf.data.Dataset:
+            return _binarized(unbinarized(order_seed), order_seed)
 
     # One seed per epoch, read when Keras makes the epoch's iterator.
     if epoch is not None:

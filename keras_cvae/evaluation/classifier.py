@@ -30,9 +30,10 @@ from keras_cvae.data import LoadedDataset
 from keras_cvae.data.folders import cache_dir
 
 CLASSIFIER_EPOCHS = 10
-CLASSIFIER_VERSION = 4  # part of the cache key: 4 = one head per condition
+CLASSIFIER_VERSION = 5  # part of the cache key: 4 = one head per condition; 5 = a named "features" layer
 BLUR_SIGMA = 1.0  # for the blurred-test-accuracy figure
 SMALLEST_MAP = 8  # pool until the feature map's shorter side is at most this
+FEATURES_LAYER = "features"  # the penultimate layer: FID's and KID's feature space
 
 
 def build_classifier(image_shape: tuple[int, ...], conditions: Sequence[Condition]) -> keras.Model:
@@ -54,7 +55,7 @@ def build_classifier(image_shape: tuple[int, ...], conditions: Sequence[Conditio
     h = layers.Conv2D(128, 3, padding="same", activation="relu")(h)
     h = layers.Flatten()(h)
     h = layers.Dropout(0.3)(h)
-    h = layers.Dense(128, activation="relu")(h)
+    h = layers.Dense(128, activation="relu", name=FEATURES_LAYER)(h)
     outputs, losses, metrics = {}, {}, {}
     for condition in conditions:
         if condition.kind == CATEGORICAL:
@@ -103,6 +104,12 @@ class ReferenceClassifier:
             else:
                 columns.append(out[:, 0] * condition.std + condition.mean)
         return np.stack(columns, axis=1)
+
+    def features(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """The penultimate layer's activations [N, 128] of float images in [0, 1] (FID, KID)."""
+        if not hasattr(self, "_features"):
+            self._features = keras.Model(self.model.inputs, self.model.get_layer(FEATURES_LAYER).output)
+        return np.asarray(self._features.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0))
 
     def score(self, images: np.ndarray, rows: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
         """How well images show the conditions `rows` [N, M]: accuracy per categorical condition,

@@ -7,7 +7,7 @@ same numbers for the same seed. All noise comes from one numpy generator.
   ELBO      mean over test images of log p(x|z,c) − KL(q(z|x,c) ‖ p(z)), one z ~ q per image
   IW NLL    −mean log p(x|c), estimated as log (1/K) Σ_k p(x|z_k,c) p(z_k) / q(z_k|x,c),
             z_k ~ q (Burda et al. 2016): a tighter bound than the ELBO, ≥ it in expectation.
-            Cost: K decoder passes per image.
+            Cost: K decoder passes per image, in one compiled call per few images.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from keras_cvae.models.cvae import CVAE
 from keras_cvae.models.semi_supervised import marginal_bound
 
 ROWS_PER_CALL = 8192  # decoder rows per call in the IW loops: bounded memory at any K
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active when Cov_x(E_q[z_u]) exceeds this
 
 
 class ClassModel(Protocol):
@@ -39,6 +40,7 @@ class ClassModel(Protocol):
     def encode(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def decode(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray: ...
     def log_likelihood(self, images: np.ndarray, labels: np.ndarray, z: np.ndarray) -> np.ndarray: ...
+    def log_importance_weights(self, images: np.ndarray, labels: np.ndarray, eps: np.ndarray) -> np.ndarray: ...
 
 
 class LabelModel(ClassModel, Protocol):
@@ -58,6 +60,8 @@ class KerasBackend:
         self._encode = tf.function(model.encode, reduce_retracing=True)
         self._decode = tf.function(model.decode, reduce_retracing=True)
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
+        # XLA fuses the K-fold decoder pass with its log-probabilities: the cost of K = 5000.
+        self._log_weights = tf.function(model.log_importance_weights, reduce_retracing=True, jit_compile=True)
         if hasattr(model, "classify"):
             self._classify = tf.function(model.classify, reduce_retracing=True)
 
@@ -75,6 +79,9 @@ class KerasBackend:
 
     def log_likelihood(self, images, labels, z):
         return self._log_likelihood(tf.constant(images, tf.float32), self._rows(labels), tf.constant(z, tf.float32)).numpy()
+
+    def log_importance_weights(self, images, labels, eps):
+        return self._log_weights(tf.constant(images, tf.float32), self._rows(labels), tf.constant(eps, tf.float32)).numpy()
 
     def classify(self, images):
         return self._classify(tf.constant(images, tf.float32)).numpy()
@@ -122,24 +129,17 @@ def elbo_terms(
 def iw_log_likelihood(
     backend: ClassModel, images: np.ndarray, labels: np.ndarray, num_samples: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Per-image importance-weighted estimate of log p(x | c) with `num_samples` draws from q."""
+    """Per-image importance-weighted estimate of log p(x | c) with `num_samples` draws from q: the
+    log-mean-exp of the backend's compiled log-weights (models.base.log_importance_weights) for
+    noise drawn here."""
     per_call = max(1, ROWS_PER_CALL // num_samples)
     estimates = []
     progress = keras.utils.Progbar(len(images), unit_name="image")
     for part in _batches(len(images), per_call, f"importance-weighted log-likelihood, K={num_samples}"):
         x, y = images[part], labels[part]
-        n = len(x)
-        z_mean, z_log_var = backend.encode(x, y)
-        posterior = gaussian_posterior(tf.constant(z_mean), tf.constant(z_log_var))
-        eps = rng.standard_normal((num_samples, n, backend.latent_dim)).astype(np.float32)
-        z = z_mean[None] + np.exp(0.5 * z_log_var)[None] * eps  # [K, n, L]
-        log_q = posterior.log_prob(z).numpy()  # broadcasts over K: [K, n]
-        log_prior = standard_normal_prior(n, backend.latent_dim).log_prob(z).numpy()
-        log_px = backend.log_likelihood(
-            np.tile(x, (num_samples, 1, 1, 1)), np.tile(y.reshape(n, -1), (num_samples, 1)),
-            z.reshape(-1, backend.latent_dim)).reshape(num_samples, n)
-        estimates.append(log_mean_exp(log_px + log_prior - log_q, axis=0))
-        progress.add(n)
+        eps = rng.standard_normal((num_samples, len(x), backend.latent_dim), dtype=np.float32)
+        estimates.append(log_mean_exp(backend.log_importance_weights(x, y, eps), axis=0))
+        progress.add(len(x))
     return np.concatenate(estimates)
 
 
@@ -196,6 +196,27 @@ def conditional_nll(model, images: np.ndarray, num_samples: int) -> np.ndarray:
         estimates.append(-log_mean_exp(log_weights, axis=0))
         progress.add(part.stop - part.start)
     return np.concatenate(estimates)
+
+
+def posterior_moments(backend: ClassModel, images: np.ndarray, rows: np.ndarray,
+                      batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """q(z | x, c)'s mean and log-variance for every image, each [N, L]."""
+    parts = [backend.encode(images[i:i + batch_size], rows[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def latent_usage(q_mean: np.ndarray, q_log_var: np.ndarray, p_mean: np.ndarray | float = 0.0,
+                 p_log_var: np.ndarray | float = 0.0) -> dict:
+    """How much each latent dimension is used, from the posterior's moments over the test images
+    [N, L] (and the prior's, N(0, I) unless given): `activity`, the variance over images of the
+    posterior mean E_q[z_u] (Burda et al. 2016), `active_units`, how many exceed
+    ACTIVE_UNIT_THRESHOLD, and `kl_per_dim`, the mean KL(q(z_u | ·) ‖ p(z_u | ·)) in nats."""
+    tfd = tfp.distributions
+    posterior = tfd.Normal(np.float32(q_mean), np.float32(np.exp(0.5 * q_log_var)))
+    prior = tfd.Normal(np.float32(p_mean), np.float32(np.exp(0.5 * np.asarray(p_log_var))))
+    activity = np.var(q_mean, axis=0)
+    return {"activity": activity, "active_units": int(np.sum(activity > ACTIVE_UNIT_THRESHOLD)),
+            "kl_per_dim": tfd.kl_divergence(posterior, prior).numpy().mean(axis=0)}
 
 
 def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_class: int,

@@ -54,6 +54,24 @@ def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.D
     return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
 
 
+def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+    """The importance-weighted bound's log-weights (Burda et al. 2016), [K, N]:
+    log p(x | z_k, c) + log p(z_k) − log q(z_k | x, c) for z_k = μ + σ·ε_k, ε [K, N, L], in one
+    batched pass (the images tiled K times inside the graph). `model` is anything with
+    `encode(images, labels)` and `log_likelihood(images, labels, z)` in TensorFlow ops."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    eps = tf.convert_to_tensor(eps, tf.float32)
+    z_mean, z_log_var = model.encode(images, labels)
+    posterior = gaussian_posterior(z_mean, z_log_var)
+    z = z_mean + posterior.stddev() * eps  # [K, N, L]
+    draws, count, latent_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
+    rows = tf.cast(tf.reshape(labels, [count, -1]), tf.float32)
+    log_px = model.log_likelihood(tf.tile(images, [draws, 1, 1, 1]), tf.tile(rows, [draws, 1]),
+                                  tf.reshape(z, [draws * count, latent_dim]))
+    log_prior = standard_normal_prior(count, z_mean.shape[-1]).log_prob(z)
+    return tf.reshape(log_px, [draws, count]) + log_prior - posterior.log_prob(z)
+
+
 def global_batch_size(per_replica: tf.Tensor) -> tf.Tensor:
     """The number of images in this step across all replicas (this replica's alone on one)."""
     size = tf.shape(per_replica)[0]
@@ -189,6 +207,24 @@ def bernoulli_log_prob(pixels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     log-probabilities and two `multiply_no_nan`s; this one cut a compiled MLP step by a tenth.
     """
     return -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(pixels, logits.dtype), logits=logits)
+
+
+def kl_per_dimension(posterior: tfd.Distribution, prior: tfd.Distribution) -> tf.Tensor:
+    """KL(q ‖ p) of each latent dimension, [N, L], for diagonal Gaussians q and p: their sum over
+    dimensions is `tfd.kl_divergence(q, p)`."""
+    return tfd.kl_divergence(tfd.Normal(posterior.mean(), posterior.stddev()),
+                             tfd.Normal(prior.mean(), prior.stddev()))
+
+
+def free_bits_kl(kl_per_dim: tf.Tensor, free_bits: float) -> tf.Tensor:
+    """The KL the loss pays with free bits λ (Kingma et al. 2016, per latent dimension), per image [N]:
+    Σ_j KL_ij where dimension j's batch-mean KL is at least λ, else λ. Its batch mean is
+    Σ_j max(λ, mean_i KL_ij), and a dimension under λ gets no gradient, so the encoder may use
+    λ nats of it for free. λ = 0 is the plain KL."""
+    if free_bits <= 0:
+        return tf.reduce_sum(kl_per_dim, axis=-1)
+    batch_mean = tf.reduce_mean(kl_per_dim, axis=0)
+    return tf.reduce_sum(tf.where(batch_mean >= free_bits, kl_per_dim, free_bits), axis=-1)
 
 
 def bounded_log_var(log_var: tf.Tensor) -> tf.Tensor:

@@ -27,7 +27,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.config import OBJECTIVES
-from keras_cvae.models.base import VariationalModel, bernoulli_log_prob, bounded_log_var, gaussian_posterior
+from keras_cvae.models.base import (
+    VariationalModel,
+    bernoulli_log_prob,
+    bounded_log_var,
+    free_bits_kl,
+    gaussian_posterior,
+    kl_per_dimension,
+)
 from keras_cvae.models.networks import build_baseline, build_decoder, build_encoder
 from keras_cvae.models.quadrants import masked_input, visible_mask
 
@@ -48,6 +55,8 @@ class CompletionCVAE(VariationalModel):
         hidden_units: sequence of ints. Dense layer sizes of every network. Defaults to (400,).
         class_names: sequence of str or None. Kept for the export's assets.
         seed: int or None. Seed for the noise. Defaults to None.
+        free_bits: float. λ, nats per latent dimension of KL(q ‖ p(z|x, ŷ)) the loss does not charge
+            for (models.base.free_bits_kl). Defaults to 0 (off).
 
     Example:
         >>> model = CompletionCVAE(quadrants=2, objective="hybrid", alpha=0.5)
@@ -66,6 +75,7 @@ class CompletionCVAE(VariationalModel):
         hidden_units: Sequence[int] = (400,),
         class_names: Sequence[str] | None = None,
         seed: int | None = None,
+        free_bits: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -78,6 +88,7 @@ class CompletionCVAE(VariationalModel):
         self.objective = objective
         self.alpha = float(alpha)
         self.beta = float(beta)
+        self.free_bits = float(free_bits)
         self.latent_dim = int(latent_dim)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.class_names = tuple(class_names or ())
@@ -106,6 +117,7 @@ class CompletionCVAE(VariationalModel):
             "hidden_units": list(self.hidden_units),
             "class_names": list(self.class_names),
             "seed": self.seed,
+            "free_bits": self.free_bits,
         }
 
     # -- the networks as distributions ----------------------------------------------------------
@@ -163,8 +175,9 @@ class CompletionCVAE(VariationalModel):
         posterior = self.posterior(images, x, y_hat, training=training)
         z = self.sample(posterior)
         reconstruction = -self.missing_log_likelihood(images, self.generation_logits(z, x, training=training))
-        kl = tfd.kl_divergence(posterior, prior)
-        cvae_loss = reconstruction + self.beta * self.kl_weight * kl
+        kl_per_dim = kl_per_dimension(posterior, prior)
+        kl = tf.reduce_sum(kl_per_dim, axis=-1)
+        cvae_loss = reconstruction + self.beta * self.kl_weight * free_bits_kl(kl_per_dim, self.free_bits)
         if self.objective == "cvae":
             objective = cvae_loss
         else:
@@ -203,6 +216,16 @@ class CompletionCVAE(VariationalModel):
         """log p(y | ŷ(x)), the deterministic baseline's log-likelihood of the missing pixels, [N]."""
         images = tf.convert_to_tensor(images, tf.float32)
         return self.missing_log_likelihood(images, self.baseline_logits(self.condition(images)))
+
+    def latent_moments(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The recognition network q(z | x, y, ŷ)'s and the prior network p(z | x, ŷ)'s means and
+        log-variances, each [N, L]: what z carries (evaluation's active units and KL per dimension)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        x = self.condition(images)
+        y_hat = tf.sigmoid(self.baseline_logits(x))
+        posterior, prior = self.posterior(images, x, y_hat), self.prior(x, y_hat)
+        return {"q_mean": posterior.mean(), "q_log_var": 2.0 * tf.math.log(posterior.stddev()),
+                "p_mean": prior.mean(), "p_log_var": 2.0 * tf.math.log(prior.stddev())}
 
     def log_weights(self, images: tf.Tensor, num_samples: int | tf.Tensor) -> tf.Tensor:
         """[K, N] importance log-weights log p(y|x,z) + log p(z|x,ŷ) − log r(z), z ~ r, for the

@@ -18,7 +18,10 @@ from keras_cvae.models.base import (
     bounded_log_var,
     condition_vector,
     discretized_logistic_log_prob,
+    free_bits_kl,
     gaussian_posterior,
+    kl_per_dimension,
+    log_importance_weights,
     standard_normal_prior,
 )
 from keras_cvae.models.networks import ONE_HOT_SCALE, build_decoder, build_encoder
@@ -45,6 +48,9 @@ class CVAE(VariationalModel):
         beta: float. Weight of the KL term in the loss (β-VAE). Defaults to 1.0.
         conditional: bool. False gives a plain VAE: no condition enters either network.
             Defaults to True.
+        free_bits: float. λ, nats per latent dimension the loss does not charge for (Kingma et
+            al. 2016; see models.base.free_bits_kl); the reported KL and ELBO stay exact.
+            Defaults to 0 (off).
         seed: int or None. Seed for the reparameterisation noise. Defaults to None.
         num_classes: int or None. Shorthand for one categorical condition `labels` (with
             `conditions` None). Defaults to 10.
@@ -69,6 +75,7 @@ class CVAE(VariationalModel):
         seed: int | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        free_bits: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -83,6 +90,7 @@ class CVAE(VariationalModel):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.likelihood = likelihood
         self.beta = float(beta)
+        self.free_bits = float(free_bits)
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
 
         width = sum(c.width for c in self.conditions) if self.conditional else 0
@@ -112,6 +120,7 @@ class CVAE(VariationalModel):
             "beta": self.beta,
             "conditional": self.conditional,
             "seed": self.seed,
+            "free_bits": self.free_bits,
         }
 
     @property
@@ -177,9 +186,10 @@ class CVAE(VariationalModel):
         posterior = self.posterior(z_mean, z_log_var)
         z = self.sample(posterior)
         reconstruction = -self.log_likelihood(images, labels, z, training=training)
-        kl = tfd.kl_divergence(posterior, self.prior(tf.shape(z_mean)[0]))
+        kl_per_dim = kl_per_dimension(posterior, self.prior(tf.shape(z_mean)[0]))
+        kl = tf.reduce_sum(kl_per_dim, axis=-1)
         return {
-            "loss": reconstruction + self.beta * self.kl_weight * kl,
+            "loss": reconstruction + self.beta * self.kl_weight * free_bits_kl(kl_per_dim, self.free_bits),
             "reconstruction_loss": reconstruction,
             "kl_loss": kl,
             "elbo": -(reconstruction + kl),
@@ -192,6 +202,11 @@ class CVAE(VariationalModel):
         images, labels = inputs
         z_mean, _ = self.encode(images, labels, training=training)
         return self._mean_image(self.decoder_logits(z_mean, labels, training=training))
+
+    def log_importance_weights(self, images: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+        """[K, N] log-weights of the importance-weighted bound for noise ε [K, N, L]
+        (models.base.log_importance_weights)."""
+        return log_importance_weights(self, images, labels, eps)
 
     def generate(self, labels: tf.Tensor, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
         """Mean images for the conditions `labels` ([N, M], or [N] with one condition), from

@@ -24,7 +24,10 @@ from keras_cvae.conditions import Condition
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset, make_pipeline
 from keras_cvae.errors import UsageError
+from keras_cvae.evaluation.estimators import ACTIVE_UNIT_THRESHOLD
+from keras_cvae.evaluation.report import Figures
 from keras_cvae.models.base import VariationalModel
+from keras_cvae.plotting import latent_usage_figure
 from keras_cvae.run_dir import RunDir
 
 
@@ -63,7 +66,8 @@ class Task:
     def train_pipeline(self, images: np.ndarray, rows: np.ndarray, conditions: tuple[Condition, ...],
                        config: RunConfig, epoch: tf.Variable) -> tf.data.Dataset:
         """The training batches from the training split (see data.make_pipeline)."""
-        return make_pipeline(images, rows, config.train.batch_size, shuffle=True, seed=config.train.seed, epoch=epoch)
+        return make_pipeline(images, rows, config.train.batch_size, shuffle=True, seed=config.train.seed, epoch=epoch,
+                             binarize=config.data.dynamic_binarization)
 
     def sample_callback(self, model: VariationalModel, config: RunConfig, dataset: LoadedDataset,
                         run_dir: RunDir, validation_images: np.ndarray) -> keras.callbacks.Callback:
@@ -96,6 +100,13 @@ class Task:
         """The `generate` command's picture, as a matplotlib figure; a UsageError for a flag
         that does not apply to this task. `dataset` is loaded only when `needs_test_images`."""
         raise NotImplementedError
+
+
+def latent_usage_results(usage: dict[str, Any], figures: Figures) -> dict[str, Any]:
+    """metrics.json's latent-usage keys (evaluation.estimators.latent_usage), its figure saved."""
+    figures.save("latent_usage", latent_usage_figure(usage["kl_per_dim"], usage["activity"], ACTIVE_UNIT_THRESHOLD))
+    return {"active_units": usage["active_units"], "kl_per_dim": [float(v) for v in usage["kl_per_dim"]],
+            "latent_activity": [float(v) for v in usage["activity"]]}
 
 
 def check_image_shape(image_shape: tuple[int, ...], dataset: LoadedDataset) -> None:

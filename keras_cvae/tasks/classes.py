@@ -22,16 +22,20 @@ from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import DataError, UsageError
 from keras_cvae.evaluation.classifier import reference_classifier
 from keras_cvae.evaluation.estimators import (
+    ACTIVE_UNIT_THRESHOLD,
     ClassModel,
     KerasBackend,
     elbo_terms,
     generate_samples,
     iw_log_likelihood,
+    latent_usage,
     mean_pairwise_distance,
     pca_2d,
+    posterior_moments,
     sample_requests,
 )
 from keras_cvae.evaluation.report import Figures, standard_error, write_evaluation
+from keras_cvae.evaluation.sample_quality import frechet_distance, kernel_distance
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.plotting import (
     elbo_curve_figure,
@@ -41,7 +45,14 @@ from keras_cvae.plotting import (
     tile,
 )
 from keras_cvae.run_dir import RunDir
-from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, check_image_shape, checked
+from keras_cvae.tasks.base import (
+    Endpoint,
+    EvaluationOptions,
+    Task,
+    check_image_shape,
+    checked,
+    latent_usage_results,
+)
 from keras_cvae.tasks.conditioning import checked_rows, condition_specs, decode_grid, default_vary, grid_rows
 
 CONDITIONS_ASSET = "conditions.json"
@@ -130,6 +141,7 @@ class ClassesTask(Task):
             beta=m.beta,
             conditional=m.conditional,
             seed=config.train.seed,
+            free_bits=m.free_bits,
         )
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
@@ -171,7 +183,17 @@ class ClassesTask(Task):
             images = checked(images, "images", image_shape, rows, first)
             return {"log_likelihood": model.log_likelihood(images, rows, checked(z, "z", z_shape, rows, first))}
 
+        def log_importance_weights(images, eps, *inputs):
+            rows = checked_rows(conditions, inputs)
+            images = checked(images, "images", image_shape, rows, first)
+            fits = tf.debugging.assert_equal(tf.shape(eps)[1:], tf.stack([tf.shape(images)[0], model.latent_dim]),
+                                             message=f"eps must have shape K×N×{model.latent_dim}, N images")
+            with tf.control_dependencies([fits]):
+                return {"log_weights": model.log_importance_weights(images, rows, tf.identity(eps))}
+
+        eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
         return {
+            "log_importance_weights": Endpoint(log_importance_weights, [image_spec, eps_spec, *specs]),
             "serving_default": Endpoint(serving_default, specs),
             "decode": Endpoint(decode, [z_spec, *specs]),
             "encode": Endpoint(encode, [image_spec, *specs]),
@@ -210,7 +232,7 @@ class ClassesTask(Task):
         metrics = {
             "task": self.name,
             "likelihood": likelihood,
-            "binarized": False,
+            "binarized": dataset.binarized,
             "test_elbo": float(terms["elbo"].mean()),
             "test_reconstruction": float(terms["reconstruction"].mean()),
             "test_kl": float(terms["kl"].mean()),
@@ -235,12 +257,30 @@ class ClassesTask(Task):
         if error:
             metrics["continuous_condition_error"] = error
             metrics["regressor_test_error"] = judge.test_error
+        metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng))
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
+        metrics.update(latent_usage_results(latent_usage(*posterior_moments(backend, x_test, y_test)), figures))
         metrics.update(self._own_metrics(model, backend, x_test, y_test, figures))
         self._figures(figures, backend, x_test, y_test, samples, rng, history)
         write_evaluation(output, metrics, self._report(metrics, options), figures)
         return metrics
+
+    @staticmethod
+    def _sample_quality(backend: ClassModel, judge, x_test: np.ndarray, y_test: np.ndarray,
+                        rng: np.random.Generator) -> dict[str, Any]:
+        """FID and KID of one sample per test image (at that image's conditions) against the test
+        images, on the judge's features; per category of the first categorical condition, FID."""
+        samples = generate_samples(backend, y_test, rng)
+        real, fake = judge.features(x_test), judge.features(samples)
+        quality = {"fid": frechet_distance(real, fake), "kid": kernel_distance(real, fake, rng),
+                   "fid_samples": int(len(samples))}
+        first = first_categorical(backend.conditions)
+        if first is not None:
+            names = backend.conditions[first].values
+            quality["per_class_fid"] = {name: frechet_distance(real[y_test[:, first] == c], fake[y_test[:, first] == c])
+                                        for c, name in enumerate(names) if np.sum(y_test[:, first] == c) > 1}
+        return quality
 
     @staticmethod
     def _likelihoods(backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray, iw_samples: int,
@@ -274,7 +314,8 @@ class ClassesTask(Task):
         }
 
     def summary(self, metrics: dict[str, Any]) -> str:
-        parts = [f"test ELBO {metrics['test_elbo']:.2f}", f"IW-NLL (K={metrics['iw_samples']}) {metrics['test_nll_iw']:.2f}"]
+        parts = [f"test ELBO {metrics['test_elbo']:.2f}", f"IW-NLL (K={metrics['iw_samples']}) {metrics['test_nll_iw']:.2f}",
+                 f"FID {metrics['fid']:.2f}", f"active units {metrics['active_units']}"]
         if "test_bits_per_dim" in metrics:
             parts.append(f"{metrics['test_bits_per_dim']:.3f} bits/dim")
         if "conditional_accuracy" in metrics:
@@ -366,6 +407,11 @@ class ClassesTask(Task):
         ]
         if "test_bits_per_dim" in m:
             lines.append(f"| the same in bits per dimension | {m['test_bits_per_dim']:.4f} |")
+        lines += [
+            f"| FID, judge's features ({m['fid_samples']} samples vs as many test images) | {m['fid']:.3f} |",
+            f"| KID (same features and images) | {m['kid']:.4f} |",
+            f"| active units (Cov_x(E_q[z]) > {ACTIVE_UNIT_THRESHOLD}) | {m['active_units']} of {len(m['kl_per_dim'])} |",
+        ]
         for name, accuracy in m.get("per_condition_accuracy", {}).items():
             lines.append(f"| samples showing the {name} asked for (judge) | {accuracy:.3f} |")
             lines.append(f"| judge's {name} accuracy on real test images | "
@@ -380,12 +426,12 @@ class ClassesTask(Task):
             f"| sample diversity (mean pairwise L2, per class) | {m['sample_diversity']:.2f} |",
             f"| real-image diversity (same measure) | {m['real_diversity']:.2f} |",
             "",
-            "| class | conditional accuracy | sample diversity | real diversity |",
-            "|---|---:|---:|---:|",
+            "| class | conditional accuracy | sample diversity | real diversity | FID |",
+            "|---|---:|---:|---:|---:|",
         ]
         for name, accuracy in m["per_class_accuracy"].items():
             lines.append(f"| {name} | {accuracy:.3f} | {m['per_class_sample_diversity'][name]:.2f} "
-                         f"| {m['per_class_real_diversity'][name]:.2f} |")
+                         f"| {m['per_class_real_diversity'][name]:.2f} | {m['per_class_fid'].get(name, float('nan')):.3f} |")
         return lines
 
     # -- generate -----------------------------------------------------------------------------

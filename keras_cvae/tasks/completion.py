@@ -18,13 +18,21 @@ import tensorflow as tf
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import UsageError
-from keras_cvae.evaluation.estimators import conditional_nll
+from keras_cvae.evaluation.estimators import conditional_nll, latent_usage
 from keras_cvae.evaluation.report import Figures, standard_error, write_evaluation
 from keras_cvae.models.completion import CompletionCVAE
 from keras_cvae.models.quadrants import masked_input, visible_mask
 from keras_cvae.plotting import completion_figure, save_figure
 from keras_cvae.run_dir import RunDir
-from keras_cvae.tasks.base import Endpoint, EvaluationOptions, Task, check_image_shape, checked, shape_check
+from keras_cvae.tasks.base import (
+    Endpoint,
+    EvaluationOptions,
+    Task,
+    check_image_shape,
+    checked,
+    latent_usage_results,
+    shape_check,
+)
 
 SAMPLES_PER_ROW = 6
 
@@ -79,6 +87,7 @@ class CompletionTask(Task):
             hidden_units=m.resolved_hidden_units(),
             class_names=dataset.class_names,
             seed=config.train.seed,
+            free_bits=m.free_bits,
         )
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
@@ -115,7 +124,10 @@ class CompletionTask(Task):
         def baseline_log_likelihood(images):
             return {"log_likelihood": model.baseline_log_likelihood(images_checked(images))}
 
-        return {
+        def latent_moments(images):
+            return model.latent_moments(images_checked(images))
+
+        endpoints = {
             "serving_default": Endpoint(complete, [image_spec]),
             "complete": Endpoint(complete, [image_spec]),
             "complete_with_noise": Endpoint(complete_with_noise, [image_spec, eps_spec]),
@@ -123,6 +135,9 @@ class CompletionTask(Task):
             "log_weights": Endpoint(log_weights, [image_spec, count_spec]),
             "baseline_log_likelihood": Endpoint(baseline_log_likelihood, [image_spec]),
         }
+        if model.objective != "baseline":  # a baseline model has no z
+            endpoints["latent_moments"] = Endpoint(latent_moments, [image_spec])
+        return endpoints
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -137,7 +152,7 @@ class CompletionTask(Task):
         metrics = {
             "task": self.name,
             "likelihood": "bernoulli",
-            "binarized": False,
+            "binarized": dataset.binarized,
             "quadrants": int(config["quadrants"]),
             "objective": config["objective"],
             "ncll": float(ncll.mean()),
@@ -151,6 +166,11 @@ class CompletionTask(Task):
         }
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
+        if config["objective"] != "baseline":
+            moments = [model.latent_moments(x_test[i:i + 1000]) for i in range(0, len(x_test), 1000)]
+            moments = {key: np.concatenate([np.asarray(m[key]) for m in moments]) for key in moments[0]}
+            metrics.update(latent_usage_results(latent_usage(moments["q_mean"], moments["q_log_var"],
+                                                             moments["p_mean"], moments["p_log_var"]), figures))
         examples = x_test[:8]
         noise = np.random.default_rng(options.seed).standard_normal(
             (SAMPLES_PER_ROW, len(examples), int(config["latent_dim"]))).astype("float32")
@@ -165,9 +185,10 @@ class CompletionTask(Task):
         return inputs, examples, baseline, samples
 
     def summary(self, metrics: dict[str, Any]) -> str:
+        usage = f", active units {metrics['active_units']}" if "active_units" in metrics else ""
         return (f"−log p(y|x) (K={metrics['iw_samples']}) {metrics['ncll']:.2f} nats, "
                 f"its baseline {metrics['baseline_ncll']:.2f} ({metrics['quadrants']} visible quadrant(s), "
-                f"{metrics['objective']})")
+                f"{metrics['objective']}){usage}")
 
     @staticmethod
     def _report(m: dict[str, Any], options: EvaluationOptions) -> list[str]:
@@ -182,6 +203,9 @@ class CompletionTask(Task):
             "|---|---:|",
             f"| −log p(y \\| x), importance-weighted, K={m['iw_samples']} | {m['ncll']:.2f} ± {m['ncll_stderr']:.2f} |",
             f"| its deterministic baseline ŷ(x) | {m['baseline_ncll']:.2f} ± {m['baseline_ncll_stderr']:.2f} |",
+            *([f"| active units (Cov_x(E_q[z]) > 0.01) | {m['active_units']} of {len(m['kl_per_dim'])} |",
+               f"| KL(q ‖ p(z\\|x, ŷ)), summed over dimensions | {sum(m['kl_per_dim']):.3f} |"]
+              if "active_units" in m else []),
         ]
 
     # -- generate -----------------------------------------------------------------------------

@@ -118,10 +118,11 @@ class SemiSupervisedTask(ClassesTask):
         labeled = np.zeros(len(images), bool)
         labeled[select_labeled(rows, config.data.labeled, conditions[0].values, tc.seed)] = True
         if labeled.all():
-            return make_pipeline(images, rows, tc.batch_size, shuffle=True, seed=tc.seed, epoch=epoch)
+            return make_pipeline(images, rows, tc.batch_size, shuffle=True, seed=tc.seed, epoch=epoch,
+                                 binarize=config.data.dynamic_binarization)
         return make_mixed_pipeline(images[labeled], rows[labeled], images[~labeled], tc.batch_size,
                                    labeled_per_batch(tc.batch_size, int(labeled.sum()), len(images)),
-                                   seed=tc.seed, epoch=epoch)
+                                   seed=tc.seed, epoch=epoch, binarize=config.data.dynamic_binarization)
 
     # -- serving ------------------------------------------------------------------------------
 

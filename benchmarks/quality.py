@@ -1,0 +1,136 @@
+"""Model quality comparable with the literature: test NLL on dynamically binarized data.
+
+    python benchmarks/quality.py --dataset fashion_mnist --epochs 100 --repeats 3 --output Q
+    python benchmarks/quality.py --epochs 1 --iw-samples 50 --test-limit 500 --repeats 1 --output /tmp/q   # a quick look
+
+For each seed, trains the plain VAE (`--no-conditional`) and the class-conditional CVAE with
+`--binarize dynamic` (fresh Bernoulli draws every batch; the test set binarized once, seed 0) and
+train.py's other defaults (MLP 400 units, latent 20, batch 128, Adam 1e-3), then evaluates the
+importance-weighted NLL (K = --iw-samples, default 5000, as Exemplar VAE's tables) on the test
+set, with the active units, FID and KID. Also the sanity figure: the FID of the real training set
+against the test set (near 0: the feature space sees no difference between two halves of one
+distribution). Writes quality.json ({"<dataset>": {"vae": mean NLL, "cvae": mean NLL, "runs": […],
+"train_vs_test_fid": …}}) and quality.md to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MODELS = {"vae": False, "cvae": True}  # name: conditional
+# Exemplar VAE (Norouzi et al., NeurIPS 2020), dynamically binarized, nats: the literature's figures.
+LITERATURE = {
+    "fashion_mnist": {"MLP VAE, Gaussian prior": 228.70, "best VampPrior / Exemplar MLP": 226.75, "best overall": 223.26},
+    "mnist": {"MLP VAE, Gaussian prior": 84.45},
+}
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    import numpy as np
+
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    runs = result["runs"]
+    lines = [
+        f"# Test NLL on dynamically binarized {args.dataset} (nats, IW K={args.iw_samples}, lower is better)",
+        "",
+        f"MLP 400 units, latent 20, {args.epochs} epochs, batch 128, Adam 1e-3; {result['test_images']} test "
+        f"images; mean ± std over {args.repeats} seed(s). Command: `python benchmarks/quality.py {' '.join(args.argv)}`",
+        "",
+        "| model | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in MODELS:
+        mine = [run for run in runs if run["model"] == name]
+        lines.append(
+            f"| {name} | {spread([r['nll'] for r in mine])} | {spread([r['elbo'] for r in mine])} | "
+            f"{spread([r['active_units'] for r in mine], 1)} | {spread([r['fid'] for r in mine])} | "
+            f"{spread([r['train_minutes'] for r in mine], 1)} | {spread([r['evaluate_minutes'] for r in mine], 1)} |")
+    gap = [a["nll"] - b["nll"] for a in runs if a["model"] == "vae" for b in runs
+           if b["model"] == "cvae" and b["seed"] == a["seed"]]
+    lines += ["", f"VAE − CVAE, per seed: {spread(gap)} nats (at most ln 10 = 2.30 for 10 classes).",
+              f"FID of the real training set against the test set: {result['train_vs_test_fid']:.3f}.", ""]
+    for name, value in LITERATURE.get(args.dataset, {}).items():
+        lines.append(f"- Exemplar VAE's table, {name}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3, help="seeds 0, 1, …")
+    parser.add_argument("--iw-samples", type=int, default=5000)
+    parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.epochs < 1 or args.repeats < 1 or args.iw_samples < 1:
+        parser.error("--epochs, --repeats and --iw-samples must be positive")
+
+    import tempfile
+
+    import numpy as np
+
+    from keras_cvae.atomic import atomic_write_text
+    from keras_cvae.config import RunConfig
+    from keras_cvae.data import load_configured
+    from keras_cvae.evaluation.classifier import reference_classifier
+    from keras_cvae.evaluation.sample_quality import frechet_distance
+    from keras_cvae.tasks import EvaluationOptions, get_task
+    from keras_cvae.training import train
+
+    scratch = Path(tempfile.mkdtemp(prefix="quality-"))
+    base = RunConfig()
+    base.data.dataset, base.data.data_dir, base.data.binarize = args.dataset, args.data_dir, "dynamic"
+    dataset = load_configured(base.data)
+    judge = reference_classifier(dataset, args.dataset)
+    train_vs_test = frechet_distance(judge.features(dataset.x_train[:10000].astype("float32") / 255.0),
+                                     judge.features(dataset.x_test[:10000].astype("float32") / 255.0))
+    runs = []
+    for seed in range(args.repeats):
+        for name, conditional in MODELS.items():
+            print(f"== {name}, seed {seed}", flush=True)
+            config = RunConfig.from_dict(base.to_dict())
+            config.model.conditional, config.train.epochs, config.train.seed = conditional, args.epochs, seed
+            config.train.export = str(scratch / f"export-{name}-{seed}")
+            start = time.perf_counter()
+            model = train(config, dataset, scratch / f"run-{name}-{seed}").model
+            trained = time.perf_counter()
+            options = EvaluationOptions(dataset_name=args.dataset, model_name=name, iw_samples=args.iw_samples,
+                                        limit=args.test_limit, seed=seed)
+            metrics = get_task("classes").evaluate(model, dataset, scratch / f"eval-{name}-{seed}", options)
+            runs.append({"model": name, "seed": seed, "nll": metrics["test_nll_iw"], "elbo": metrics["test_elbo"],
+                         "active_units": metrics["active_units"], "fid": metrics["fid"], "kid": metrics["kid"],
+                         "train_minutes": (trained - start) / 60, "evaluate_minutes": (time.perf_counter() - trained) / 60})
+            print(f"   NLL {metrics['test_nll_iw']:.2f}, active units {metrics['active_units']}", flush=True)
+
+    result = {name: float(np.mean([r["nll"] for r in runs if r["model"] == name])) for name in MODELS}
+    result.update(runs=runs, train_vs_test_fid=train_vs_test, test_images=metrics["num_test_images"],
+                  epochs=args.epochs, iw_samples=args.iw_samples)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "quality.json", json.dumps({args.dataset: result}, indent=2) + "\n")
+    table = markdown(result, args)
+    atomic_write_text(output / "quality.md", table)
+    print("\n" + table)
+    print(f"wrote {output / 'quality.json'} and quality.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
