@@ -257,7 +257,7 @@ class ClassesTask(Task):
         if error:
             metrics["continuous_condition_error"] = error
             metrics["regressor_test_error"] = judge.test_error
-        metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng))
+        metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng, dataset.binarized))
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
         metrics.update(latent_usage_results(latent_usage(*posterior_moments(backend, x_test, y_test)), figures))
@@ -268,10 +268,14 @@ class ClassesTask(Task):
 
     @staticmethod
     def _sample_quality(backend: ClassModel, judge, x_test: np.ndarray, y_test: np.ndarray,
-                        rng: np.random.Generator) -> dict[str, Any]:
+                        rng: np.random.Generator, binarized: bool) -> dict[str, Any]:
         """FID and KID of one sample per test image (at that image's conditions) against the test
-        images, on the judge's features; per category of the first categorical condition, FID."""
+        images, on the judge's features; per category of the first categorical condition, FID.
+        Against a binarized test set the samples are Bernoulli draws from the decoder's pixel
+        probabilities (binary, like the images they are compared with), else its mean images."""
         samples = generate_samples(backend, y_test, rng)
+        if binarized:
+            samples = (rng.random(samples.shape, dtype=np.float32) < samples).astype(np.float32)
         real, fake = judge.features(x_test), judge.features(samples)
         quality = {"fid": frechet_distance(real, fake), "kid": kernel_distance(real, fake, rng),
                    "fid_samples": int(len(samples))}
