@@ -21,14 +21,11 @@ each image's terms are weighted so that the batch mean is this objective.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.conditions import CATEGORICAL, Condition
+from keras_cvae.conditions import CATEGORICAL
 from keras_cvae.models.base import as_unit_range
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.models.networks import build_classifier
@@ -51,7 +48,7 @@ class SemiSupervisedCVAE(CVAE):
     """M2: a CVAE whose one categorical condition (the class) may be missing, plus a classifier
     q(y | x). Rows of −1 mark a missing label.
 
-    Args (beyond CVAE's, which it shares; the model always conditions on its class):
+    Args (beyond CVAE's, which it takes as they are; it must condition on its class):
         num_labeled: int. How many training images keep their label. Defaults to 1.
         num_train: int. How many training images there are. Defaults to 1 (every image labelled).
         classifier_weight: float. a, the weight of −log q(y | x) on labelled images, per image of
@@ -62,33 +59,16 @@ class SemiSupervisedCVAE(CVAE):
         >>> probabilities = model.classify(images)  # [N, 10], rows sum to 1
     """
 
-    def __init__(
-        self,
-        image_shape: Sequence[int] = (28, 28, 1),
-        conditions: Sequence[Condition | dict[str, Any]] | None = None,
-        latent_dim: int = 20,
-        arch: str = "mlp",
-        hidden_units: Sequence[int] = (400,),
-        likelihood: str = "bernoulli",
-        beta: float = 1.0,
-        conditional: bool = True,
-        seed: int | None = None,
-        num_labeled: int = 1,
-        num_train: int = 1,
-        classifier_weight: float = 0.1,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(image_shape, conditions, latent_dim, arch, hidden_units, likelihood, beta, conditional,
-                         seed, num_classes, class_names, **kwargs)
+    def __init__(self, *args, num_labeled: int = 1, num_train: int = 1, classifier_weight: float = 0.1,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         if not self.conditional or len(self.conditions) != 1 or self.conditions[0].kind != CATEGORICAL:
             raise ValueError("the semi-supervised CVAE conditions on exactly one categorical condition, the class")
         if not 0 < num_labeled <= num_train:
             raise ValueError(f"num_labeled must be in [1, num_train={num_train}], got {num_labeled}")
         self.num_labeled, self.num_train = int(num_labeled), int(num_train)
         self.classifier_weight = float(classifier_weight)
-        self.classifier = build_classifier(self.image_shape, self.num_classes, arch, self.hidden_units)
+        self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units)
         self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
 
     def get_config(self) -> dict:

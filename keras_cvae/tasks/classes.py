@@ -130,19 +130,15 @@ class ClassesTask(Task):
     model_class = CVAE
 
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> CVAE:
+        return CVAE(**self.model_arguments(config, dataset))
+
+    @staticmethod
+    def model_arguments(config: RunConfig, dataset: LoadedDataset) -> dict[str, Any]:
+        """CVAE's constructor arguments for a run's config and data."""
         m = config.model
-        return CVAE(
-            image_shape=dataset.x_train.shape[1:],
-            conditions=dataset.conditions,
-            latent_dim=m.latent_dim,
-            arch=m.arch,
-            hidden_units=m.resolved_hidden_units(),
-            likelihood=m.likelihood,
-            beta=m.beta,
-            conditional=m.conditional,
-            seed=config.train.seed,
-            free_bits=m.free_bits,
-        )
+        return {"image_shape": dataset.x_train.shape[1:], "conditions": dataset.conditions, "latent_dim": m.latent_dim,
+                "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "likelihood": m.likelihood, "beta": m.beta,
+                "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
         tensorboard_dir = run_dir.tensorboard_dir if config.train.tensorboard else None

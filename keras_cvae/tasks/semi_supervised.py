@@ -96,20 +96,9 @@ class SemiSupervisedTask(ClassesTask):
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
 
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> SemiSupervisedCVAE:
-        m = config.model
-        return SemiSupervisedCVAE(
-            image_shape=dataset.x_train.shape[1:],
-            conditions=dataset.conditions,
-            latent_dim=m.latent_dim,
-            arch=m.arch,
-            hidden_units=m.resolved_hidden_units(),
-            likelihood=m.likelihood,
-            beta=m.beta,
-            seed=config.train.seed,
-            num_labeled=config.data.labeled,
-            num_train=training_split_size(config, dataset),
-            classifier_weight=m.classifier_weight,
-        )
+        return SemiSupervisedCVAE(**self.model_arguments(config, dataset), num_labeled=config.data.labeled,
+                                  num_train=training_split_size(config, dataset),
+                                  classifier_weight=config.model.classifier_weight)
 
     def train_pipeline(self, images: np.ndarray, rows: np.ndarray, conditions: tuple[Condition, ...],
                        config: RunConfig, epoch: tf.Variable) -> tf.data.Dataset:
