@@ -102,6 +102,12 @@ class Task:
         raise NotImplementedError
 
 
+def model_config(model: Any) -> dict[str, Any]:
+    """The model's constructor arguments, from a Keras model or a SavedModelClient (what
+    `loading.load` gives a task)."""
+    return model.get_config() if isinstance(model, keras.Model) else model.config
+
+
 def latent_usage_results(usage: dict[str, Any], figures: Figures) -> dict[str, Any]:
     """metrics.json's latent-usage keys (evaluation.estimators.latent_usage), its figure saved."""
     figures.save("latent_usage", latent_usage_figure(usage["kl_per_dim"], usage["activity"], ACTIVE_UNIT_THRESHOLD))

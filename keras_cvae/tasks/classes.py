@@ -52,6 +52,7 @@ from keras_cvae.tasks.base import (
     check_image_shape,
     checked,
     latent_usage_results,
+    model_config,
 )
 from keras_cvae.tasks.conditioning import checked_rows, condition_specs, decode_grid, default_vary, grid_rows
 
@@ -224,7 +225,7 @@ class ClassesTask(Task):
         requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
         samples = generate_samples(backend, requests, rng)
         accuracy, error = judge.score(samples, requests)
-        likelihood = model.likelihood if isinstance(model, CVAE) else model.config["likelihood"]
+        likelihood = model_config(model)["likelihood"]
         metrics = {
             "task": self.name,
             "likelihood": likelihood,

@@ -31,6 +31,7 @@ from keras_cvae.tasks.base import (
     check_image_shape,
     checked,
     latent_usage_results,
+    model_config,
     shape_check,
 )
 
@@ -148,7 +149,7 @@ class CompletionTask(Task):
         ncll = conditional_nll(model, x_test, options.iw_samples)
         baseline_ncll = -np.concatenate([np.asarray(model.baseline_log_likelihood(x_test[i:i + 1000]))
                                          for i in range(0, len(x_test), 1000)])
-        config = model.get_config() if isinstance(model, CompletionCVAE) else model.config
+        config = model_config(model)
         metrics = {
             "task": self.name,
             "likelihood": "bernoulli",

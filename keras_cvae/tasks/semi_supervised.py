@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -29,7 +28,7 @@ from keras_cvae.evaluation.estimators import (
 from keras_cvae.evaluation.report import Figures
 from keras_cvae.models.semi_supervised import SemiSupervisedCVAE
 from keras_cvae.plotting import captioned_images_figure
-from keras_cvae.tasks.base import Endpoint, EvaluationOptions, checked
+from keras_cvae.tasks.base import Endpoint, EvaluationOptions, checked, model_config
 from keras_cvae.tasks.classes import ClassesTask
 
 # The least share of each training batch that is labelled (more when labels are commoner than
@@ -63,16 +62,9 @@ def labeled_per_batch(batch_size: int, num_labeled: int, num_train: int) -> int:
     return min(batch_size - 1, max(1, int(np.ceil(batch_size * share))))
 
 
-def training_split_size(config: RunConfig, dataset: LoadedDataset) -> int:
-    """The number of training images after --limit and the validation hold-out."""
-    (x_train, _), _ = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
-                                      config.data.validation_fraction)
-    return len(x_train)
-
-
-def model_config(model: Any) -> dict[str, Any]:
-    """The model's constructor arguments, from a Keras model or a SavedModelClient."""
-    return model.get_config() if isinstance(model, keras.Model) else model.config
+def training_split(config: RunConfig, dataset: LoadedDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and rows that training uses: after --limit and the validation hold-out."""
+    return limit_and_split(dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction)[0]
 
 
 class SemiSupervisedTask(ClassesTask):
@@ -85,19 +77,18 @@ class SemiSupervisedTask(ClassesTask):
             raise UsageError(f"--task semi_supervised needs one categorical condition (the class); {dataset.source} has "
                              f"{', '.join(c.name for c in conditions) or 'none'}: pick one with --conditions NAME")
         num_classes, labeled = len(conditions[0].values), config.data.labeled
-        num_train = training_split_size(config, dataset)
+        _, y_train = training_split(config, dataset)
+        num_train = len(y_train)
         if labeled < num_classes:
             raise UsageError(f"--labeled {labeled} is fewer than the {num_classes} classes; every class needs a label")
         if labeled > num_train:
             raise UsageError(f"--labeled {labeled} is more than the {num_train} training images "
                              "(after --limit and the validation hold-out)")
-        (_, y_train), _ = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
-                                          config.data.validation_fraction)
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
 
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> SemiSupervisedCVAE:
         return SemiSupervisedCVAE(**self.model_arguments(config, dataset), num_labeled=config.data.labeled,
-                                  num_train=training_split_size(config, dataset),
+                                  num_train=len(training_split(config, dataset)[0]),
                                   classifier_weight=config.model.classifier_weight)
 
     def train_pipeline(self, images: np.ndarray, rows: np.ndarray, conditions: tuple[Condition, ...],
