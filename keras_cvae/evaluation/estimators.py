@@ -7,7 +7,7 @@ same numbers for the same seed. All noise comes from one numpy generator.
   ELBO      mean over test images of log p(x|z,c) − KL(q(z|x,c) ‖ p(z)), one z ~ q per image
   IW NLL    −mean log p(x|c), estimated as log (1/K) Σ_k p(x|z_k,c) p(z_k) / q(z_k|x,c),
             z_k ~ q (Burda et al. 2016): a tighter bound than the ELBO, ≥ it in expectation.
-            Cost: K decoder passes per image, in one compiled call per few images.
+            Cost: K decoder passes per image, in one graph call per few images.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class KerasBackend:
         self._encode = tf.function(model.encode, reduce_retracing=True)
         self._decode = tf.function(model.decode, reduce_retracing=True)
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
-        # XLA fuses the K-fold decoder pass with its log-probabilities: the cost of K = 5000.
-        self._log_weights = tf.function(model.log_importance_weights, reduce_retracing=True, jit_compile=True)
+        # Not XLA: on a CPU its matrix products are slower than oneDNN's here (README, Quality).
+        self._log_weights = tf.function(model.log_importance_weights, reduce_retracing=True)
         if hasattr(model, "classify"):
             self._classify = tf.function(model.classify, reduce_retracing=True)
 
