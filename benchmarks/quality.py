@@ -10,7 +10,9 @@ importance-weighted NLL (K = --iw-samples, default 5000, as Exemplar VAE's table
 set, with the active units, FID and KID (samples drawn as binary images, like the test set). Also
 the sanity figure: the FID of as many real training images (binarized once, seed 1) against the
 test set (near 0: the feature space sees no difference between two samples of one distribution). Writes quality.json ({"<dataset>": {"vae": mean NLL, "cvae": mean NLL, "runs": […],
-"train_vs_test_fid": …}}) and quality.md to --output.
+"train_vs_test_fid": …}}) and quality.md to --output after every run. A run (model, seed) already in
+--output's quality.json with the same epochs, K and test images is kept, not repeated: an
+interrupted benchmark, or one given more --repeats, goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"# Test NLL on dynamically binarized {args.dataset} (nats, IW K={args.iw_samples}, lower is better)",
         "",
         f"MLP 400 units, latent 20, {args.epochs} epochs, batch 128, Adam 1e-3; {result['test_images']} test "
-        f"images; mean ± std over {args.repeats} seed(s). Command: `python benchmarks/quality.py {' '.join(args.argv)}`",
+        f"images; mean ± std over {len({r['seed'] for r in runs})} seed(s). Command(s): "
+        + ", ".join(f"`python benchmarks/quality.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
         "| model | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in MODELS:
         mine = [run for run in runs if run["model"] == name]
+        if not mine:
+            continue
         lines.append(
             f"| {name} | {spread([r['nll'] for r in mine])} | {spread([r['elbo'] for r in mine])} | "
             f"{spread([r['active_units'] for r in mine], 1)} | {spread([r['fid'] for r in mine])} | "
@@ -65,6 +70,32 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     for name, value in LITERATURE.get(args.dataset, {}).items():
         lines.append(f"- Exemplar VAE's table, {name}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def earlier_runs(path: Path, dataset: str, settings: dict) -> list[dict]:
+    """The runs of an earlier call with the same settings, to be kept rather than repeated."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text()).get(dataset, {})
+    return list(earlier.get("runs", [])) if all(earlier.get(k) == v for k, v in settings.items()) else []
+
+
+def write_results(output: Path, args: argparse.Namespace, runs: list[dict], settings: dict,
+                  train_vs_test: float) -> str:
+    """quality.json and quality.md for the runs so far; returns the table."""
+    import numpy as np
+
+    from keras_cvae.atomic import atomic_write_text
+
+    runs = sorted(runs, key=lambda run: (run["seed"], list(MODELS).index(run["model"])))
+    result = {name: float(np.mean([r["nll"] for r in runs if r["model"] == name]))
+              for name in MODELS if any(r["model"] == name for r in runs)}
+    result.update(runs=runs, train_vs_test_fid=train_vs_test, **settings)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "quality.json", json.dumps({args.dataset: result}, indent=2) + "\n")
+    table = markdown(result, args)
+    atomic_write_text(output / "quality.md", table)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    import numpy as np
-
-    from keras_cvae.atomic import atomic_write_text
     from keras_cvae.config import RunConfig
     from keras_cvae.data import binarize, load_configured
     from keras_cvae.evaluation.classifier import reference_classifier
@@ -103,9 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     train_images = binarize(dataset.x_train[:len(dataset.x_test)], seed=1)
     train_vs_test = frechet_distance(judge.features(train_images.astype("float32") / 255.0),
                                      judge.features(dataset.x_test.astype("float32") / 255.0))
-    runs = []
+    output = Path(args.output)
+    settings = {"test_images": len(dataset.x_test[: args.test_limit]), "epochs": args.epochs,
+                "iw_samples": args.iw_samples}
+    runs = earlier_runs(output / "quality.json", args.dataset, settings)
     for seed in range(args.repeats):
         for name, conditional in MODELS.items():
+            if any(run["model"] == name and run["seed"] == seed for run in runs):
+                print(f"== {name}, seed {seed}: kept from {output / 'quality.json'}", flush=True)
+                continue
             print(f"== {name}, seed {seed}", flush=True)
             config = RunConfig.from_dict(base.to_dict())
             config.model.conditional, config.train.epochs, config.train.seed = conditional, args.epochs, seed
@@ -116,20 +150,13 @@ def main(argv: list[str] | None = None) -> int:
             options = EvaluationOptions(dataset_name=args.dataset, model_name=name, iw_samples=args.iw_samples,
                                         limit=args.test_limit, seed=seed)
             metrics = get_task("classes").evaluate(model, dataset, scratch / f"eval-{name}-{seed}", options)
-            runs.append({"model": name, "seed": seed, "nll": metrics["test_nll_iw"], "elbo": metrics["test_elbo"],
+            runs.append({"model": name, "seed": seed, "command": " ".join(args.argv),
+                         "nll": metrics["test_nll_iw"], "elbo": metrics["test_elbo"],
                          "active_units": metrics["active_units"], "fid": metrics["fid"], "kid": metrics["kid"],
                          "train_minutes": (trained - start) / 60, "evaluate_minutes": (time.perf_counter() - trained) / 60})
             print(f"   NLL {metrics['test_nll_iw']:.2f}, active units {metrics['active_units']}", flush=True)
-
-    result = {name: float(np.mean([r["nll"] for r in runs if r["model"] == name])) for name in MODELS}
-    result.update(runs=runs, train_vs_test_fid=train_vs_test, test_images=metrics["num_test_images"],
-                  epochs=args.epochs, iw_samples=args.iw_samples)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "quality.json", json.dumps({args.dataset: result}, indent=2) + "\n")
-    table = markdown(result, args)
-    atomic_write_text(output / "quality.md", table)
-    print("\n" + table)
+            write_results(output, args, runs, settings, train_vs_test)
+    print("\n" + write_results(output, args, runs, settings, train_vs_test))
     print(f"wrote {output / 'quality.json'} and quality.md")
     return 0
 

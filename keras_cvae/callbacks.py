@@ -1,5 +1,5 @@
 """Generic training callbacks: the history file and ELBO curve, checkpoints, the KL schedules
-(linear warm-up, cyclical), the pipeline's epoch, and the stop on a non-finite loss. (Sample grids are each task's own.)
+(linear warm-up, cyclical), early stopping, the pipeline's epoch, and the stop on a non-finite loss. (Sample grids are each task's own.)
 
 Each writes atomically, so killing training at any moment leaves the last good files in place.
 Order matters for resuming: the history row of an epoch is written before its checkpoint, and a
@@ -82,6 +82,54 @@ class CyclicalKL(keras.callbacks.Callback):
         total = self.epochs * self.params["steps"]
         step = int(self.model.optimizer.iterations.numpy())
         self.model.kl_weight.assign(cyclical_kl_weight(step, total, self.cycles))
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping on the validation loss, ending with the best epoch's weights, made
+    resumable: the best epoch's weights are kept in the run dir, and a resumed run takes its best
+    loss and the epochs waited since from history.csv, so it stops where an unbroken run would."""
+
+    def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = (),
+                 write: bool = True) -> None:
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
+        self.run_dir, self.history, self.write = run_dir, list(history), write
+
+    def _earlier_best(self) -> tuple[dict[str, float], int] | None:
+        """The earlier epochs' best row and the epochs waited since; None when there is nothing to resume."""
+        scored = [row for row in self.history if "val_loss" in row]
+        if not scored or not self.run_dir.best_weights_path.exists():
+            return None
+        best = min(scored, key=lambda row: row["val_loss"])
+        return best, scored[-1]["epoch"] - best["epoch"]
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the earlier epochs already ran out of patience (nothing is left to train)."""
+        earlier = self._earlier_best()
+        return earlier is not None and earlier[1] >= self.patience
+
+    def restore_best(self, model: keras.Model) -> None:
+        """Loads the best epoch's weights from the run dir, when an earlier epoch saved them."""
+        if self.run_dir.best_weights_path.exists():
+            model.load_weights(self.run_dir.best_weights_path)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        earlier = self._earlier_best()
+        if earlier is None:
+            return
+        best, self.wait = earlier
+        self.best, self.best_epoch = best["val_loss"], best["epoch"] - 1
+        current = self.model.get_weights()
+        self.restore_best(self.model)
+        self.best_weights = self.model.get_weights()
+        self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.write and self.best_epoch == epoch:
+            with atomic_path(self.run_dir.best_weights_path) as tmp:
+                self.model.save_weights(tmp)
 
 
 class PipelineEpoch(keras.callbacks.Callback):

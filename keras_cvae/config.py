@@ -230,6 +230,9 @@ class TrainConfig:
                              parse=int, used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
     kl_cycles: int = setting(4, "cycles of the cyclical KL schedule", parse=int,
                              used_when=(lambda c: c.train.kl_schedule == "cyclical", "any --kl-schedule but cyclical"))
+    early_stopping: int = setting(
+        0, "stop when the validation loss has not improved for N epochs, and keep the best epoch's weights "
+        "(0: off; needs a constant KL weight)", parse=int, resumable=True)
     run_dir: str | None = setting(None, "where the run's files go (default runs/<name>)", parse=str, resumable=True)
     export: str | None = setting(None, "SavedModel export root (default saved_models/<name>)", parse=str,
                                  resumable=True)
@@ -267,6 +270,11 @@ class TrainConfig:
             raise ConfigError("--kl-schedule linear needs --kl-warmup E, the epochs it rises over")
         if self.kl_schedule == "cyclical" and self.kl_warmup:
             raise ConfigError("--kl-warmup is the linear schedule's; drop it with --kl-schedule cyclical")
+        if self.early_stopping < 0:
+            raise ConfigError(f"--early-stopping must be >= 0, got {self.early_stopping}")
+        if self.early_stopping and self.resolved_kl_schedule != "constant":
+            raise ConfigError("--early-stopping needs a constant KL weight: under a KL schedule the validation "
+                              "loss of different epochs is not comparable")
         if self.kl_cycles < 1:
             raise ConfigError(f"--kl-cycles must be at least 1, got {self.kl_cycles}")
         if self.strategy not in STRATEGIES:

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras_cvae.atomic import atomic_path, atomic_write_text
 from keras_cvae.callbacks import (
     CyclicalKL,
+    EarlyStopping,
     EpochCheckpoint,
     HistoryWriter,
     KLWarmup,
@@ -176,6 +177,9 @@ def _train(
         callbacks.append(KLWarmup(tc.kl_warmup))
     elif tc.resolved_kl_schedule == "cyclical":
         callbacks.append(CyclicalKL(tc.epochs, tc.kl_cycles))
+    stopper = EarlyStopping(run_dir, tc.early_stopping, history, write=chief) if tc.early_stopping else None
+    if stopper is not None:  # before EpochCheckpoint: an epoch's best weights are saved before its checkpoint
+        callbacks.append(stopper)
     history_writer = HistoryWriter(run_dir, history)
     if chief:  # the run dir's files come from the chief alone
         callbacks.append(history_writer)
@@ -185,7 +189,7 @@ def _train(
         # Last: the epoch's other files are already written.
         callbacks.append(EpochCheckpoint(run_dir, keep=tc.keep_checkpoints))
     callbacks += extra_callbacks
-    if initial_epoch < tc.epochs:
+    if initial_epoch < tc.epochs and not (stopper is not None and stopper.exhausted):
         model.fit(
             train_data,
             validation_data=val_data,
@@ -195,6 +199,8 @@ def _train(
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    elif stopper is not None:  # nothing left to train: end, as fit would have, with the best weights
+        stopper.restore_best(model)
     if not chief:
         return TrainResult(model, history_writer.rows, run_dir, None)
     with atomic_path(run_dir.model_path) as tmp:

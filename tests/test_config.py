@@ -46,6 +46,9 @@ def test_invalid_values_name_the_flag(config, match):
     ({"train.kl_schedule": "linear"}, "--kl-schedule linear needs --kl-warmup E"),
     ({"train.kl_schedule": "cyclical", "train.kl_warmup": 3}, "--kl-warmup is the linear schedule's"),
     ({"model.free_bits": -1.0}, "--free-bits must be >= 0"),
+    ({"train.early_stopping": -1}, "--early-stopping must be >= 0"),
+    ({"train.early_stopping": 5, "train.kl_schedule": "cyclical"}, "--early-stopping needs a constant KL weight"),
+    ({"train.early_stopping": 5, "train.kl_warmup": 10}, "--early-stopping needs a constant KL weight"),
     ({"data.task": "semi_supervised"}, "--task semi_supervised needs --labeled N"),
     ({"data.task": "semi_supervised", "data.labeled": 100, "model.conditional": False}, "--no-conditional does not apply"),
 ])
