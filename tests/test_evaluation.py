@@ -18,6 +18,7 @@ from keras_cvae.evaluation.estimators import (
     generate_samples,
     iw_log_likelihood,
     log_mean_exp,
+    marginal_iw_log_likelihood,
     mean_pairwise_distance,
     sample_requests,
 )
@@ -192,6 +193,21 @@ def test_iw_bounds_against_the_elbo(trained, small_fashion):
     assert abs(k1.mean() - elbo.mean()) < 3 * stderr  # K=1 is an unbiased ELBO estimate
     k50 = iw_log_likelihood(backend, x, y, 50, np.random.default_rng(3))
     assert -k50.mean() <= -elbo.mean()  # the IW bound is tighter: NLL_IW ≤ −ELBO
+
+
+@pytest.mark.slow
+def test_knowing_the_class_gains_at_most_ln_k_nats(trained, small_fashion):
+    """log p(x | y) − log Σ_y' p(y') p(x | y') = ln K + log p(y | x) ≤ ln K for the uniform p(y): the
+    CVAE's conditional NLL can be at most ln 10 = 2.30 nats below its own NLL with the class summed
+    out. A larger gap means an evaluation bug (benchmarks/quality.py compares with this bound)."""
+    backend = KerasBackend(load(locate(trained / "run")))
+    dataset = load_dataset("fashion_mnist", small_fashion)
+    x, y = dataset.x_test[:200].astype(np.float32) / 255.0, dataset.y_test[:200]
+    conditional = iw_log_likelihood(backend, x, y, 20, np.random.default_rng(4))
+    marginal = marginal_iw_log_likelihood(backend, x, 20, np.random.default_rng(5))
+    gain = conditional - marginal
+    stderr = np.sqrt(gain.var(ddof=1) / len(x))
+    assert 0.0 < gain.mean() <= np.log(10) + 3 * stderr  # and the 3-epoch model does use its class
 
 
 @pytest.mark.slow
