@@ -1,6 +1,6 @@
 """The generic training callbacks, each driven by hand on a tiny model: history and ELBO curve,
-checkpoints (the newest two kept), KL warm-up, early stopping (and its resume), the pipeline's
-epoch, and the NaN stop."""
+checkpoints (the newest two kept), KL warm-up, the pipeline's epoch, and the NaN stop
+(early stopping has its own file)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from keras_cvae.callbacks import (
     CyclicalKL,
-    EarlyStopping,
     EpochCheckpoint,
     HistoryWriter,
     KLWarmup,
@@ -51,51 +50,6 @@ def test_checkpoints_keep_the_newest_two(tmp_path, model):
         checkpoint.on_epoch_end(epoch)
     assert [epoch for epoch, _ in run_dir.checkpoints()] == [2, 3]
     assert isinstance(keras.saving.load_model(run_dir.checkpoint_path(3), safe_mode=True), CVAE)
-
-
-def mark_weights(model, value: float) -> None:
-    """Sets every weight to `value`, so that an epoch's weights can be told apart."""
-    model.set_weights([np.full_like(w, value) for w in model.get_weights()])
-
-
-def run_epochs(stopper, model, losses, first_epoch=0):
-    """Drives `stopper` through epochs with these validation losses, each epoch's weights marked
-    with its number; returns the epochs run before it stopped."""
-    stopper.set_model(model)
-    model.stop_training = False
-    stopper.on_train_begin()
-    run = []
-    for epoch, loss in enumerate(losses, start=first_epoch):
-        mark_weights(model, epoch + 1)
-        stopper.on_epoch_end(epoch, {"val_loss": loss})
-        run.append(epoch + 1)
-        if model.stop_training:
-            break
-    stopper.on_train_end()
-    return run
-
-
-def test_early_stopping_stops_after_patience_and_ends_with_the_best_epochs_weights(tmp_path, model):
-    run_dir = RunDir(tmp_path)
-    losses = [3.0, 2.0, 2.5, 2.6, 1.0]
-    assert run_epochs(EarlyStopping(run_dir, patience=2), model, losses) == [1, 2, 3, 4]
-    assert all(np.all(w == 2.0) for w in model.get_weights())  # epoch 2's, not the last one's
-    mark_weights(model, 0.0)
-    model.load_weights(run_dir.best_weights_path)
-    assert all(np.all(w == 2.0) for w in model.get_weights())
-
-
-def test_a_resumed_early_stopping_stops_where_an_unbroken_run_would(tmp_path, model):
-    run_dir = RunDir(tmp_path)
-    losses = [3.0, 2.0, 2.5, 2.6, 2.7, 1.0]
-    run_epochs(EarlyStopping(run_dir, patience=3), model, losses[:3])  # interrupted after epoch 3
-    history = [{"epoch": e + 1, "val_loss": loss} for e, loss in enumerate(losses[:3])]
-    resumed = EarlyStopping(run_dir, patience=3, history=history)
-    assert not resumed.exhausted
-    assert run_epochs(resumed, model, losses[3:], first_epoch=3) == [4, 5]
-    assert all(np.all(w == 2.0) for w in model.get_weights())
-    history += [{"epoch": 4, "val_loss": 2.6}, {"epoch": 5, "val_loss": 2.7}]
-    assert EarlyStopping(run_dir, patience=3, history=history).exhausted
 
 
 def test_kl_warmup_rises_linearly_to_one(model):

@@ -89,45 +89,6 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, fashion_dir):
         assert resumed_row == pytest.approx(straight_row, rel=1e-5), resumed_row["epoch"]
 
 
-class SpoilEpoch(keras.callbacks.Callback):
-    """Adds large noise to every weight as the given epoch begins: that epoch's validation loss is worse."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            rng = np.random.default_rng(0)
-            self.model.set_weights([w + 5.0 * rng.standard_normal(w.shape) for w in self.model.get_weights()])
-
-
-@pytest.mark.slow
-def test_early_stopping_ends_with_the_best_weights_and_a_resume_trains_no_further(tmp_path, fashion_dir):
-    from keras_cvae.config import RunConfig
-    from keras_cvae.data import load_dataset
-    from keras_cvae.run_dir import RunDir
-    from keras_cvae.training import train
-
-    config = RunConfig()
-    config.data.dataset, config.data.limit, config.model.hidden_units = "fashion_mnist", 600, (16,)
-    config.train.epochs, config.train.early_stopping, config.train.export = 5, 1, str(tmp_path / "export")
-    dataset, run_dir = load_dataset("fashion_mnist"), RunDir(tmp_path / "run")
-    result = train(config, dataset, run_dir, callbacks=[SpoilEpoch(1)])
-    assert [row["epoch"] for row in result.history] == [1, 2]  # epoch 2 was worse: patience 1 ran out
-    best = [w.copy() for w in result.model.get_weights()]
-    last = keras.saving.load_model(run_dir.checkpoint_path(2))
-    assert not all(np.allclose(a, b) for a, b in zip(best, last.get_weights()))
-    last.load_weights(run_dir.best_weights_path)  # the model that was saved and exported is epoch 1's
-    for a, b in zip(best, last.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-    again = train(config, dataset, run_dir, resume=True)
-    assert [row["epoch"] for row in again.history] == [1, 2]
-    for a, b in zip(best, again.model.get_weights()):
-        np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.slow
 def test_mnist_from_a_folder_of_idx_files(tmp_path):
     """--dataset mnist --data-dir D reads the four standard .gz files (here written by the test)."""

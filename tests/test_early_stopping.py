@@ -1,0 +1,102 @@
+"""--early-stopping: Keras's early stopping on the validation loss, driven by hand (the stop, the
+best epoch's weights, a resume that stops where an unbroken run would), then in a real run."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cvae.callbacks import EarlyStopping
+from keras_cvae.config import RunConfig
+from keras_cvae.models.cvae import CVAE
+from keras_cvae.run_dir import RunDir
+
+
+@pytest.fixture
+def model():
+    model = CVAE(latent_dim=2, hidden_units=(8,), seed=0)
+    model.compile(optimizer="adam")
+    return model
+
+
+def mark_weights(model, value: float) -> None:
+    """Sets every weight to `value`, so that an epoch's weights can be told apart."""
+    model.set_weights([np.full_like(w, value) for w in model.get_weights()])
+
+
+def run_epochs(stopper, model, losses, first_epoch=0):
+    """Drives `stopper` through epochs with these validation losses, each epoch's weights marked
+    with its number; returns the epochs run before it stopped."""
+    stopper.set_model(model)
+    model.stop_training = False
+    stopper.on_train_begin()
+    run = []
+    for epoch, loss in enumerate(losses, start=first_epoch):
+        mark_weights(model, epoch + 1)
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        run.append(epoch + 1)
+        if model.stop_training:
+            break
+    stopper.on_train_end()
+    return run
+
+
+def test_early_stopping_stops_after_patience_and_ends_with_the_best_epochs_weights(tmp_path, model):
+    run_dir = RunDir(tmp_path)
+    losses = [3.0, 2.0, 2.5, 2.6, 1.0]
+    assert run_epochs(EarlyStopping(run_dir, patience=2), model, losses) == [1, 2, 3, 4]
+    assert all(np.all(w == 2.0) for w in model.get_weights())  # epoch 2's, not the last one's
+    mark_weights(model, 0.0)
+    model.load_weights(run_dir.best_weights_path)
+    assert all(np.all(w == 2.0) for w in model.get_weights())
+
+
+def test_a_resumed_early_stopping_stops_where_an_unbroken_run_would(tmp_path, model):
+    run_dir = RunDir(tmp_path)
+    losses = [3.0, 2.0, 2.5, 2.6, 2.7, 1.0]
+    run_epochs(EarlyStopping(run_dir, patience=3), model, losses[:3])  # interrupted after epoch 3
+    history = [{"epoch": e + 1, "val_loss": loss} for e, loss in enumerate(losses[:3])]
+    resumed = EarlyStopping(run_dir, patience=3, history=history)
+    assert not resumed.exhausted
+    assert run_epochs(resumed, model, losses[3:], first_epoch=3) == [4, 5]
+    assert all(np.all(w == 2.0) for w in model.get_weights())
+    history += [{"epoch": 4, "val_loss": 2.6}, {"epoch": 5, "val_loss": 2.7}]
+    assert EarlyStopping(run_dir, patience=3, history=history).exhausted
+
+
+class SpoilEpoch(keras.callbacks.Callback):
+    """Adds large noise to every weight as the given epoch begins: that epoch's validation loss is worse."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            rng = np.random.default_rng(0)
+            self.model.set_weights([w + 5.0 * rng.standard_normal(w.shape) for w in self.model.get_weights()])
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_with_the_best_weights_and_a_resume_trains_no_further(tmp_path, fashion_dir):
+    from keras_cvae.data import load_dataset
+    from keras_cvae.training import train
+
+    config = RunConfig()
+    config.data.dataset, config.data.limit, config.model.hidden_units = "fashion_mnist", 600, (16,)
+    config.train.epochs, config.train.early_stopping, config.train.export = 5, 1, str(tmp_path / "export")
+    dataset, run_dir = load_dataset("fashion_mnist"), RunDir(tmp_path / "run")
+    result = train(config, dataset, run_dir, callbacks=[SpoilEpoch(1)])
+    assert [row["epoch"] for row in result.history] == [1, 2]  # epoch 2 was worse: patience 1 ran out
+    best = [w.copy() for w in result.model.get_weights()]
+    last = keras.saving.load_model(run_dir.checkpoint_path(2))
+    assert not all(np.allclose(a, b) for a, b in zip(best, last.get_weights()))
+    last.load_weights(run_dir.best_weights_path)  # the model that was saved and exported is epoch 1's
+    for a, b in zip(best, last.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    again = train(config, dataset, run_dir, resume=True)
+    assert [row["epoch"] for row in again.history] == [1, 2]
+    for a, b in zip(best, again.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
