@@ -38,14 +38,13 @@ def _ordinary_permissions(path: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`.
 
-    The temporary name keeps the target's suffixes, so writers that infer a format from the
-    extension (matplotlib, Keras, whose weights files must end in `.weights.h5`) behave as they
-    would for the target.
+    The temporary name keeps the target's suffix, so writers that infer a format from the
+    extension (matplotlib, Keras) behave as they would for the target.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
+        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)

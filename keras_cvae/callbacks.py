@@ -8,7 +8,7 @@ resumed run trusts the newest checkpoint, dropping any history row past it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -36,18 +36,20 @@ class HistoryWriter(keras.callbacks.Callback):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the whole model with its optimizer state as `checkpoints/epoch_NNN.keras` each epoch,
-    keeping the newest `keep` of them."""
+    keeping the newest `keep` of them, and the epoch `also_keep()` names (early stopping's best)."""
 
-    def __init__(self, run_dir: RunDir, keep: int = 2) -> None:
+    def __init__(self, run_dir: RunDir, keep: int = 2, also_keep: Callable[[], int | None] = lambda: None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.keep = keep
+        self.also_keep = also_keep
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         with atomic_path(self.run_dir.checkpoint_path(epoch + 1)) as tmp:
             self.model.save(tmp)
-        for _, old in self.run_dir.checkpoints()[:-self.keep]:
-            old.unlink()
+        for old_epoch, old in self.run_dir.checkpoints()[:-self.keep]:
+            if old_epoch != self.also_keep():
+                old.unlink()
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -86,20 +88,27 @@ class CyclicalKL(keras.callbacks.Callback):
 
 class EarlyStopping(keras.callbacks.EarlyStopping):
     """Keras's early stopping on the validation loss, ending with the best epoch's weights, made
-    resumable: the best epoch's weights are kept in the run dir, and a resumed run takes its best
-    loss and the epochs waited since from history.csv, so it stops where an unbroken run would."""
+    resumable: EpochCheckpoint keeps the best epoch's checkpoint (`best_epoch_number`), and a
+    resumed run takes its best loss and the epochs waited since from history.csv and its weights
+    from that checkpoint, so it stops where an unbroken run would, with the same weights."""
 
-    def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = (),
-                 write: bool = True) -> None:
+    def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = ()) -> None:
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
-        self.run_dir, self.history, self.write = run_dir, list(history), write
+        self.run_dir, self.history = run_dir, list(history)
+
+    def best_epoch_number(self) -> int | None:
+        """The best epoch so far, numbered from 1 like the checkpoints; None before the first."""
+        return None if self.best is None else self.best_epoch + 1
 
     def _earlier_best(self) -> tuple[dict[str, float], int] | None:
-        """The earlier epochs' best row and the epochs waited since; None when there is nothing to resume."""
+        """The earlier epochs' best history row and the epochs waited since; None when there is
+        nothing to resume (no validation loss yet, or no checkpoint of the best epoch)."""
         scored = [row for row in self.history if "val_loss" in row]
-        if not scored or not self.run_dir.best_weights_path.exists():
+        if not scored:
             return None
         best = min(scored, key=lambda row: row["val_loss"])
+        if not self.run_dir.checkpoint_path(best["epoch"]).exists():
+            return None
         return best, scored[-1]["epoch"] - best["epoch"]
 
     @property
@@ -109,9 +118,10 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         return earlier is not None and earlier[1] >= self.patience
 
     def restore_best(self, model: keras.Model) -> None:
-        """Loads the best epoch's weights from the run dir, when an earlier epoch saved them."""
-        if self.run_dir.best_weights_path.exists():
-            model.load_weights(self.run_dir.best_weights_path)
+        """Loads the earlier epochs' best weights from that epoch's checkpoint, if there is one."""
+        earlier = self._earlier_best()
+        if earlier is not None:
+            model.load_weights(self.run_dir.checkpoint_path(earlier[0]["epoch"]))
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
@@ -124,12 +134,6 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         self.restore_best(self.model)
         self.best_weights = self.model.get_weights()
         self.model.set_weights(current)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(epoch, logs)
-        if self.write and self.best_epoch == epoch:
-            with atomic_path(self.run_dir.best_weights_path) as tmp:
-                self.model.save_weights(tmp)
 
 
 class PipelineEpoch(keras.callbacks.Callback):

@@ -100,11 +100,6 @@ class RunDir:
         return self.checkpoint_dir / f"epoch_{epoch:03d}.keras"
 
     @property
-    def best_weights_path(self) -> Path:
-        """The weights of the epoch with the lowest validation loss so far (--early-stopping)."""
-        return self.checkpoint_dir / "best.weights.h5"
-
-    @property
     def backup_root(self) -> Path:
         return self.path / "backup"
 

@@ -177,8 +177,8 @@ def _train(
         callbacks.append(KLWarmup(tc.kl_warmup))
     elif tc.resolved_kl_schedule == "cyclical":
         callbacks.append(CyclicalKL(tc.epochs, tc.kl_cycles))
-    stopper = EarlyStopping(run_dir, tc.early_stopping, history, write=chief) if tc.early_stopping else None
-    if stopper is not None:  # before EpochCheckpoint: an epoch's best weights are saved before its checkpoint
+    stopper = EarlyStopping(run_dir, tc.early_stopping, history) if tc.early_stopping else None
+    if stopper is not None:  # before EpochCheckpoint, which keeps the best epoch's checkpoint
         callbacks.append(stopper)
     history_writer = HistoryWriter(run_dir, history)
     if chief:  # the run dir's files come from the chief alone
@@ -187,7 +187,8 @@ def _train(
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir.tensorboard_dir), write_graph=False))
         callbacks.append(get_task(config.data.task).sample_callback(model, config, dataset, run_dir, x_val))
         # Last: the epoch's other files are already written.
-        callbacks.append(EpochCheckpoint(run_dir, keep=tc.keep_checkpoints))
+        callbacks.append(EpochCheckpoint(run_dir, keep=tc.keep_checkpoints,
+                                         also_keep=stopper.best_epoch_number if stopper else lambda: None))
     callbacks += extra_callbacks
     if initial_epoch < tc.epochs and not (stopper is not None and stopper.exhausted):
         model.fit(

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cvae.callbacks import EarlyStopping
+from keras_cvae.callbacks import EarlyStopping, EpochCheckpoint
 from keras_cvae.config import RunConfig
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.run_dir import RunDir
@@ -26,15 +26,18 @@ def mark_weights(model, value: float) -> None:
 
 
 def run_epochs(stopper, model, losses, first_epoch=0):
-    """Drives `stopper` through epochs with these validation losses, each epoch's weights marked
-    with its number; returns the epochs run before it stopped."""
-    stopper.set_model(model)
+    """Drives `stopper` and the epoch checkpoints as training does, through epochs with these
+    validation losses, each epoch's weights marked with its number; returns the epochs run."""
+    checkpoint = EpochCheckpoint(stopper.run_dir, keep=1, also_keep=stopper.best_epoch_number)
+    for callback in (stopper, checkpoint):
+        callback.set_model(model)
     model.stop_training = False
     stopper.on_train_begin()
     run = []
     for epoch, loss in enumerate(losses, start=first_epoch):
         mark_weights(model, epoch + 1)
         stopper.on_epoch_end(epoch, {"val_loss": loss})
+        checkpoint.on_epoch_end(epoch)
         run.append(epoch + 1)
         if model.stop_training:
             break
@@ -42,14 +45,17 @@ def run_epochs(stopper, model, losses, first_epoch=0):
     return run
 
 
+def has_weights(model, value: float) -> bool:
+    return all(np.all(w == value) for w in model.get_weights())
+
+
 def test_early_stopping_stops_after_patience_and_ends_with_the_best_epochs_weights(tmp_path, model):
     run_dir = RunDir(tmp_path)
     losses = [3.0, 2.0, 2.5, 2.6, 1.0]
     assert run_epochs(EarlyStopping(run_dir, patience=2), model, losses) == [1, 2, 3, 4]
-    assert all(np.all(w == 2.0) for w in model.get_weights())  # epoch 2's, not the last one's
-    mark_weights(model, 0.0)
-    model.load_weights(run_dir.best_weights_path)
-    assert all(np.all(w == 2.0) for w in model.get_weights())
+    assert has_weights(model, 2.0)  # epoch 2's, not the last one's
+    # keep=1 keeps the newest checkpoint, and the best epoch's too.
+    assert [epoch for epoch, _ in run_dir.checkpoints()] == [2, 4]
 
 
 def test_a_resumed_early_stopping_stops_where_an_unbroken_run_would(tmp_path, model):
@@ -60,9 +66,13 @@ def test_a_resumed_early_stopping_stops_where_an_unbroken_run_would(tmp_path, mo
     resumed = EarlyStopping(run_dir, patience=3, history=history)
     assert not resumed.exhausted
     assert run_epochs(resumed, model, losses[3:], first_epoch=3) == [4, 5]
-    assert all(np.all(w == 2.0) for w in model.get_weights())
+    assert has_weights(model, 2.0)
     history += [{"epoch": 4, "val_loss": 2.6}, {"epoch": 5, "val_loss": 2.7}]
-    assert EarlyStopping(run_dir, patience=3, history=history).exhausted
+    finished = EarlyStopping(run_dir, patience=3, history=history)
+    assert finished.exhausted
+    mark_weights(model, 0.0)
+    finished.restore_best(model)
+    assert has_weights(model, 2.0)
 
 
 class SpoilEpoch(keras.callbacks.Callback):
@@ -86,14 +96,16 @@ def test_early_stopping_ends_with_the_best_weights_and_a_resume_trains_no_furthe
     config = RunConfig()
     config.data.dataset, config.data.limit, config.model.hidden_units = "fashion_mnist", 600, (16,)
     config.train.epochs, config.train.early_stopping, config.train.export = 5, 1, str(tmp_path / "export")
+    config.train.keep_checkpoints = 1
     dataset, run_dir = load_dataset("fashion_mnist"), RunDir(tmp_path / "run")
     result = train(config, dataset, run_dir, callbacks=[SpoilEpoch(1)])
     assert [row["epoch"] for row in result.history] == [1, 2]  # epoch 2 was worse: patience 1 ran out
+    assert [epoch for epoch, _ in run_dir.checkpoints()] == [1, 2]  # the newest, and the best
     best = [w.copy() for w in result.model.get_weights()]
     last = keras.saving.load_model(run_dir.checkpoint_path(2))
     assert not all(np.allclose(a, b) for a, b in zip(best, last.get_weights()))
-    last.load_weights(run_dir.best_weights_path)  # the model that was saved and exported is epoch 1's
-    for a, b in zip(best, last.get_weights()):
+    epoch_1 = keras.saving.load_model(run_dir.checkpoint_path(1))  # kept: the best epoch's checkpoint
+    for a, b in zip(best, epoch_1.get_weights()):  # the model that was saved and exported is epoch 1's
         np.testing.assert_array_equal(a, b)
 
     again = train(config, dataset, run_dir, resume=True)
