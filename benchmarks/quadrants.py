@@ -48,13 +48,9 @@ def train_one(config, dataset, scratch: Path):
     return train(config, dataset, scratch / "runs" / name)
 
 
-def spread(values: list[float]) -> str:
-    import numpy as np
-
-    return f"{values[0]:.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
-
-
 def markdown(runs: list[dict], args: argparse.Namespace, minutes: float) -> str:
+    from benchmarks.quality import spread
+
     models = [m for m in MODELS if any(r["model"] == m for r in runs)]
     counts = sorted({r["quadrants"] for r in runs})
     hidden, latent, patience, _ = PROTOCOLS[args.protocol]
