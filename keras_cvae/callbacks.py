@@ -94,41 +94,40 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
 
     def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = ()) -> None:
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
-        self.run_dir, self.history = run_dir, list(history)
+        self.run_dir = run_dir
+        self.earlier = self._earlier_best(run_dir, history)  # read once: made just before fit
 
     def best_epoch_number(self) -> int | None:
         """The best epoch so far, numbered from 1 like the checkpoints; None before the first."""
         return None if self.best is None else self.best_epoch + 1
 
-    def _earlier_best(self) -> tuple[dict[str, float], int] | None:
+    @staticmethod
+    def _earlier_best(run_dir: RunDir, history: Sequence[dict[str, float]]) -> tuple[dict[str, float], int] | None:
         """The earlier epochs' best history row and the epochs waited since; None when there is
         nothing to resume (no validation loss yet, or no checkpoint of the best epoch)."""
-        scored = [row for row in self.history if "val_loss" in row]
+        scored = [row for row in history if "val_loss" in row]
         if not scored:
             return None
         best = min(scored, key=lambda row: row["val_loss"])
-        if not self.run_dir.checkpoint_path(best["epoch"]).exists():
+        if not run_dir.checkpoint_path(best["epoch"]).exists():
             return None
         return best, scored[-1]["epoch"] - best["epoch"]
 
     @property
     def exhausted(self) -> bool:
         """Whether the earlier epochs already ran out of patience (nothing is left to train)."""
-        earlier = self._earlier_best()
-        return earlier is not None and earlier[1] >= self.patience
+        return self.earlier is not None and self.earlier[1] >= self.patience
 
     def restore_best(self, model: keras.Model) -> None:
         """Loads the earlier epochs' best weights from that epoch's checkpoint, if there is one."""
-        earlier = self._earlier_best()
-        if earlier is not None:
-            model.load_weights(self.run_dir.checkpoint_path(earlier[0]["epoch"]))
+        if self.earlier is not None:
+            model.load_weights(self.run_dir.checkpoint_path(self.earlier[0]["epoch"]))
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
-        earlier = self._earlier_best()
-        if earlier is None:
+        if self.earlier is None:
             return
-        best, self.wait = earlier
+        best, self.wait = self.earlier
         self.best, self.best_epoch = best["val_loss"], best["epoch"] - 1
         current = self.model.get_weights()
         self.restore_best(self.model)
