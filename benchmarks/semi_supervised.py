@@ -68,7 +68,7 @@ def labels_only_accuracy(model, config, dataset, steps: int, x_test, y_test) -> 
     import tensorflow as tf
 
     from keras_cvae.data import limit_and_split
-    from keras_cvae.models.networks import build_classifier
+    from keras_cvae.networks import build_classifier
     from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled
 
     tc = config.train

@@ -169,5 +169,5 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             where = f"batch {batch + 1}" if batch + 1 == self.first_batch else f"batches {self.first_batch}-{batch + 1}"
             raise NonFiniteLossError(
                 f"loss became {loss} at epoch {self.epoch}, {where}; training stopped and the last "
-                f"good checkpoint was kept (try a lower --learning-rate, or --resume from it)"
+                f"good checkpoint was kept (try a lower `learning_rate`, or `resume=True` from it)"
             )

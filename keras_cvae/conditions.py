@@ -123,9 +123,9 @@ def parse_condition_list(text: str | None) -> list[tuple[str, str | None]]:
     for part in text.split(","):
         name, _, kind = part.strip().partition(":")
         if not name:
-            raise DataError(f"--conditions {text!r}: an empty name; use NAME[:KIND],… ")
+            raise DataError(f"`conditions` {text!r}: an empty name; use NAME[:KIND],… ")
         if kind and kind not in KINDS:
-            raise DataError(f"--conditions {text!r}: kind {kind!r} must be one of {', '.join(KINDS)}")
+            raise DataError(f"`conditions` {text!r}: kind {kind!r} must be one of {', '.join(KINDS)}")
         picked.append((name, kind or None))
     return picked
 
@@ -165,7 +165,7 @@ def encode_column(name: str, column: Sequence[str], kind: str | None, source: st
     distinct = set(column)
     if len(distinct) < 2:
         raise DataError(f"{source}: condition column {name!r} has one value ({next(iter(distinct), '')!r}) for "
-                        f"every image, so it cannot condition anything; drop it from --conditions")
+                        f"every image, so it cannot condition anything; drop it from `conditions`")
     if kind == CATEGORICAL:
         vocabulary = _sorted_vocabulary(distinct)
         lookup = {value: index for index, value in enumerate(vocabulary)}

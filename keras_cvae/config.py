@@ -2,9 +2,11 @@
 setting.
 
 Each field's metadata (`setting(...)`) is the only place a training setting is declared: its
-flag, help, choices, whether `--resume` may change it, and when a run uses it. The train
+flag, help, choices, whether a resumed run may change it, and when a run uses it. The train
 command's parser is generated from it (`cli.common.add_config_flags`), so adding a setting means
-adding a field here and the code that reads it. The configuration is plain data so that it can
+adding a field here and the code that reads it. Help texts and error messages name settings by
+their Python names in backticks (`latent_dim`, `task=completion`); the command line shows them as
+flags (`cli.common.as_flags`). The configuration is plain data so that it can
 be validated before TensorFlow is imported, stored beside the weights (`config.json`), and
 reloaded without asking for anything again.
 """
@@ -110,7 +112,7 @@ class DataConfig:
         "metadata.csv); the only source tried", parse=str, resumable=True)
     conditions: str | None = setting(
         None, "metadata.csv columns to condition on, NAME[:categorical|continuous],… (default: every column)",
-        parse=str, used_when=(lambda c: not _completion(c), "--task completion (the condition is the image part)"))
+        parse=str, used_when=(lambda c: not _completion(c), "`task` completion (the condition is the image part)"))
     image_size: tuple[int, int] | None = setting(None, "resize every image to HxW (antialiased)",
                                                  parse=_image_size)
     test_fraction: float = setting(0.1, "share of an image folder without a split column held out for testing",
@@ -121,13 +123,13 @@ class DataConfig:
     limit: int | None = setting(None, "use only the first N training images", parse=int)
     validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
     task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it; "
-                        "semi_supervised: p(image | class) from --labeled labels (Kingma et al. 2014, M2)",
+                        "semi_supervised: p(image | class) from `labeled` labels (Kingma et al. 2014, M2)",
                         parse=str, choices=TASKS)
     labeled: int | None = setting(
-        None, "for --task semi_supervised: how many training images keep their label (balanced across classes, "
-        "chosen by --seed)", parse=int, used_when=(_semi_supervised, "--task classes or completion"))
-    quadrants: int = setting(1, "visible quadrants for --task completion", parse=int, choices=QUADRANT_COUNTS,
-                             used_when=(_completion, "--task classes or semi_supervised"))
+        None, "for `task` semi_supervised: how many training images keep their label (balanced across classes, "
+        "chosen by `seed`)", parse=int, used_when=(_semi_supervised, "`task` classes or completion"))
+    quadrants: int = setting(1, "visible quadrants for `task` completion", parse=int, choices=QUADRANT_COUNTS,
+                             used_when=(_completion, "`task` classes or semi_supervised"))
 
     @property
     def dynamic_binarization(self) -> bool:
@@ -139,21 +141,21 @@ class DataConfig:
 
     def validate(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+            raise ConfigError(f"`test_fraction` must be in (0, 1), got {self.test_fraction}")
         if self.binarize not in BINARIZATIONS:
-            raise ConfigError(f"--binarize must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
+            raise ConfigError(f"`binarize` must be one of {', '.join(BINARIZATIONS)}, got {self.binarize!r}")
         if self.task not in TASKS:
-            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+            raise ConfigError(f"`task` must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.quadrants not in QUADRANT_COUNTS:
-            raise ConfigError(f"--quadrants must be 1, 2 or 3, got {self.quadrants!r}")
+            raise ConfigError(f"`quadrants` must be 1, 2 or 3, got {self.quadrants!r}")
         if self.task == "semi_supervised" and self.labeled is None:
-            raise ConfigError("--task semi_supervised needs --labeled N, the number of labelled training images")
+            raise ConfigError("`task` semi_supervised needs `labeled` N, the number of labelled training images")
         if self.labeled is not None and self.labeled < 1:
-            raise ConfigError(f"--labeled must be at least 1, got {self.labeled}")
+            raise ConfigError(f"`labeled` must be at least 1, got {self.labeled}")
         if self.limit is not None and self.limit < 2:
-            raise ConfigError(f"--limit must be at least 2, got {self.limit}")
+            raise ConfigError(f"`limit` must be at least 2, got {self.limit}")
         if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"--validation-fraction must be in (0, 1), got {self.validation_fraction}")
+            raise ConfigError(f"`validation_fraction` must be in (0, 1), got {self.validation_fraction}")
 
 
 @dataclass
@@ -165,24 +167,24 @@ class ModelConfig:
         None, "dense layer sizes, e.g. 400 or 512,512 (default mlp 400, conv 128)", parse=hidden_units)
     latent_dim: int = setting(20, "size of z", parse=int)
     likelihood: str = setting("bernoulli", "pixel likelihood", parse=str, choices=LIKELIHOODS,
-                              used_when=(lambda c: not _completion(c), "--task completion (Bernoulli pixels only)"))
+                              used_when=(lambda c: not _completion(c), "`task` completion (Bernoulli pixels only)"))
     beta: float = setting(1.0, "weight of the KL term", parse=float,
-                          used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+                          used_when=(_has_kl, "`objective` baseline or gsnn (no KL term)"))
     conditional: bool = setting(True, "train a plain VAE (no condition)", switch={"--no-conditional": False})
     objective: str = setting(
-        "cvae", "for --task completion: baseline, cvae, gsnn or hybrid (Sohn et al. 2015)", parse=str,
-        choices=OBJECTIVES, used_when=(_completion, "--task classes or semi_supervised"))
+        "cvae", "for `task` completion: baseline, cvae, gsnn or hybrid (Sohn et al. 2015)", parse=str,
+        choices=OBJECTIVES, used_when=(_completion, "`task` classes or semi_supervised"))
     alpha: float = setting(0.5, "hybrid objective: α·CVAE + (1−α)·GSNN", parse=float,
                            used_when=(lambda c: _completion(c) and c.model.objective == "hybrid",
-                                      "anything but --objective hybrid"))
+                                      "anything but `objective` hybrid"))
     free_bits: float = setting(
         0.0, "nats per latent dimension the KL term does not charge for (free bits, Kingma et al. 2016; 0: off)",
         parse=float, used_when=(lambda c: _has_kl(c) and not _semi_supervised(c),
-                                "--objective baseline or gsnn (no KL term) or --task semi_supervised"))
+                                "`objective` baseline or gsnn (no KL term) or `task` semi_supervised"))
     classifier_weight: float = setting(
-        0.1, "for --task semi_supervised: weight of −log q(y|x) on labelled images, per image of the data set "
+        0.1, "for `task` semi_supervised: weight of −log q(y|x) on labelled images, per image of the data set "
         "(Kingma et al.'s α = 0.1·N is 0.1 here)", parse=float,
-        used_when=(_semi_supervised, "--task classes or completion"))
+        used_when=(_semi_supervised, "`task` classes or completion"))
 
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
@@ -194,42 +196,42 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+            raise ConfigError(f"`arch` must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
+            raise ConfigError(f"`likelihood` must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
         if self.latent_dim < 1:
-            raise ConfigError(f"--latent-dim must be at least 1, got {self.latent_dim}")
+            raise ConfigError(f"`latent_dim` must be at least 1, got {self.latent_dim}")
         if self.beta < 0:
-            raise ConfigError(f"--beta must be >= 0, got {self.beta}")
+            raise ConfigError(f"`beta` must be >= 0, got {self.beta}")
         if self.objective not in OBJECTIVES:
-            raise ConfigError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise ConfigError(f"`objective` must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.free_bits < 0:
-            raise ConfigError(f"--free-bits must be >= 0, got {self.free_bits}")
+            raise ConfigError(f"`free_bits` must be >= 0, got {self.free_bits}")
         if self.classifier_weight < 0:
-            raise ConfigError(f"--classifier-weight must be >= 0, got {self.classifier_weight}")
+            raise ConfigError(f"`classifier_weight` must be >= 0, got {self.classifier_weight}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
+            raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha}")
         units = self.resolved_hidden_units()
         if not units or any(u < 1 for u in units):
-            raise ConfigError(f"--hidden-units must be positive integers, got {units}")
+            raise ConfigError(f"`hidden_units` must be positive integers, got {units}")
 
 
 @dataclass
 class TrainConfig:
     """How training runs and where its outputs go."""
 
-    epochs: int = setting(100, "total number of epochs, also with --resume", parse=int, resumable=True)
+    epochs: int = setting(100, "total number of epochs, also with `resume`", parse=int, resumable=True)
     batch_size: int = setting(128, "batch size (the global batch under several replicas)", parse=int)
     learning_rate: float = setting(1e-3, "Adam learning rate", parse=float)
     seed: int = setting(0, "random seed: weights, data order, noise, sample grids", parse=int)
     kl_schedule: str = setting(
-        "constant", "the KL weight over training: constant 1; linear from 1/E to 1 over --kl-warmup E epochs; "
-        "cyclical (Fu et al. 2019): --kl-cycles cycles, each rising from 0 to 1 over its first half, then 1",
-        parse=str, choices=KL_SCHEDULES, used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
-    kl_warmup: int = setting(0, "epochs of the linear KL schedule (given alone, it means --kl-schedule linear)",
-                             parse=int, used_when=(_has_kl, "--objective baseline or gsnn (no KL term)"))
+        "constant", "the KL weight over training: constant 1; linear from 1/E to 1 over `kl_warmup` E epochs; "
+        "cyclical (Fu et al. 2019): `kl_cycles` cycles, each rising from 0 to 1 over its first half, then 1",
+        parse=str, choices=KL_SCHEDULES, used_when=(_has_kl, "`objective` baseline or gsnn (no KL term)"))
+    kl_warmup: int = setting(0, "epochs of the linear KL schedule (given alone, it means `kl_schedule` linear)",
+                             parse=int, used_when=(_has_kl, "`objective` baseline or gsnn (no KL term)"))
     kl_cycles: int = setting(4, "cycles of the cyclical KL schedule", parse=int,
-                             used_when=(lambda c: c.train.kl_schedule == "cyclical", "any --kl-schedule but cyclical"))
+                             used_when=(lambda c: c.train.kl_schedule == "cyclical", "any `kl_schedule` but cyclical"))
     early_stopping: int = setting(
         0, "stop when the validation loss has not improved for N epochs, and keep the best epoch's weights "
         "(0: off; needs a constant KL weight)", parse=int, resumable=True)
@@ -240,7 +242,7 @@ class TrainConfig:
                                 switch={"--tensorboard": True}, resumable=True)
     # None: the measured best for the device (see training.resolve_jit_compile).
     jit_compile: bool | None = setting(
-        None, "XLA-compile the train step (default: on a GPU, and on a CPU for --arch mlp in float32)",
+        None, "XLA-compile the train step (default: on a GPU, and on a CPU for `arch` mlp in float32)",
         switch={"--jit": True, "--no-jit": False}, resumable=True)
     keep_checkpoints: int = setting(2, "how many of the newest epoch checkpoints to keep", parse=int, resumable=True)
     steps_per_execution: int = setting(32, "train steps per compiled call; callbacks see every Nth batch",
@@ -252,37 +254,37 @@ class TrainConfig:
 
     @property
     def resolved_kl_schedule(self) -> str:
-        """The schedule in force: --kl-warmup alone means linear."""
+        """The schedule in force: `kl_warmup` alone means linear."""
         return "linear" if self.kl_schedule == "constant" and self.kl_warmup else self.kl_schedule
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+            raise ConfigError(f"`epochs` must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"`batch_size` must be at least 1, got {self.batch_size}")
         if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}")
         if self.kl_warmup < 0:
-            raise ConfigError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+            raise ConfigError(f"`kl_warmup` must be >= 0, got {self.kl_warmup}")
         if self.kl_schedule not in KL_SCHEDULES:
-            raise ConfigError(f"--kl-schedule must be one of {', '.join(KL_SCHEDULES)}, got {self.kl_schedule!r}")
+            raise ConfigError(f"`kl_schedule` must be one of {', '.join(KL_SCHEDULES)}, got {self.kl_schedule!r}")
         if self.kl_schedule == "linear" and self.kl_warmup < 1:
-            raise ConfigError("--kl-schedule linear needs --kl-warmup E, the epochs it rises over")
+            raise ConfigError("`kl_schedule` linear needs `kl_warmup` E, the epochs it rises over")
         if self.kl_schedule == "cyclical" and self.kl_warmup:
-            raise ConfigError("--kl-warmup is the linear schedule's; drop it with --kl-schedule cyclical")
+            raise ConfigError("`kl_warmup` is the linear schedule's; drop it with `kl_schedule` cyclical")
         if self.early_stopping < 0:
-            raise ConfigError(f"--early-stopping must be >= 0, got {self.early_stopping}")
+            raise ConfigError(f"`early_stopping` must be >= 0, got {self.early_stopping}")
         if self.early_stopping and self.resolved_kl_schedule != "constant":
-            raise ConfigError("--early-stopping needs a constant KL weight: under a KL schedule the validation "
+            raise ConfigError("`early_stopping` needs a constant KL weight: under a KL schedule the validation "
                               "loss of different epochs is not comparable")
         if self.kl_cycles < 1:
-            raise ConfigError(f"--kl-cycles must be at least 1, got {self.kl_cycles}")
+            raise ConfigError(f"`kl_cycles` must be at least 1, got {self.kl_cycles}")
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise ConfigError(f"`strategy` must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.keep_checkpoints < 1:
-            raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
+            raise ConfigError(f"`keep_checkpoints` must be at least 1, got {self.keep_checkpoints}")
         if self.steps_per_execution < 1:
-            raise ConfigError(f"--steps-per-execution must be at least 1, got {self.steps_per_execution}")
+            raise ConfigError(f"`steps_per_execution` must be at least 1, got {self.steps_per_execution}")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -329,15 +331,15 @@ class RunConfig:
         self.train.validate()
         if self.data.task != "completion" and self.model.objective != "cvae":
             raise ConfigError(
-                f"--objective {self.model.objective} is for --task completion (class-conditional runs are cvae)")
+                f"`objective` {self.model.objective} is for `task` completion (class-conditional runs are cvae)")
         if self.data.task == "completion" and self.model.arch != "mlp":
-            raise ConfigError("--task completion uses --arch mlp (conv is not implemented for it)")
+            raise ConfigError("`task` completion uses `arch` mlp (conv is not implemented for it)")
         if self.data.task == "completion" and not self.model.conditional:
-            raise ConfigError("--no-conditional does not apply to --task completion (the condition is the image part)")
+            raise ConfigError("`conditional=False` does not apply to `task` completion (the condition is the image part)")
         if self.data.binarize != "none" and self.model.likelihood != "bernoulli":
-            raise ConfigError(f"--binarize {self.data.binarize} makes binary pixels: use --likelihood bernoulli")
+            raise ConfigError(f"`binarize` {self.data.binarize} makes binary pixels: use `likelihood` bernoulli")
         if self.data.task == "semi_supervised" and not self.model.conditional:
-            raise ConfigError("--no-conditional does not apply to --task semi_supervised (the class is its condition)")
+            raise ConfigError("`conditional=False` does not apply to `task` semi_supervised (the class is its condition)")
 
     def get(self, setting: Setting) -> Any:
         return getattr(getattr(self, setting.section), setting.name)
@@ -350,8 +352,7 @@ class RunConfig:
         naming the flag and why."""
         for item in given:
             if item.used_when is not None and not item.used_when[0](self):
-                flag = next(iter(item.switch)) if item.switch else item.flag
-                raise ConfigError(f"{flag} does not apply to {item.used_when[1]}; drop it")
+                raise ConfigError(f"`{item.name}` does not apply to {item.used_when[1]}; drop it")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -68,7 +68,7 @@ def export_saved_model(
         return publish_numbered_directory(root, write, first=next_version(root))
     target = root / str(int(version))
     if target.exists():
-        raise FileExistsError(f"export version {target} already exists; pick another --version")
+        raise FileExistsError(f"export version {target} already exists; pick another `version`")
     with atomic_directory(target) as tmp:
         write(tmp)
     return target

@@ -160,7 +160,7 @@ class RunDir:
     def refuse_to_overwrite(self) -> None:
         if not self.is_empty():
             raise UsageError(
-                f"run dir {self.path} is not empty; pass --resume to continue it, or choose another --run-dir")
+                f"run dir {self.path} is not empty; pass `resume=True` to continue it, or choose another `run_dir`")
 
 
 # ------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def locate(path: str | Path) -> ModelLocation:
         version_dir = resolve_version_dir(path)
     except FileNotFoundError:
         raise UsageError(
-            f"--model {path} is neither a SavedModel version dir (saved_model.pb), a run dir (model.keras) "
+            f"{path} is neither a SavedModel version dir (saved_model.pb), a run dir (model.keras) "
             f"nor a checkpoint (.keras)") from None
     config = read_export_config(version_dir)
     return ModelLocation("export", version_dir, config["task"], config.get("dataset"), None,

@@ -10,6 +10,7 @@ gets imported.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import shutil
 import sys
@@ -42,10 +43,14 @@ from keras_cvae.tasks import get_task
 
 @dataclass
 class TrainResult:
+    """What `train` made: the trained model, one history row per epoch, the run dir, the
+    SavedModel version dir (None on a worker that is not the chief) and the config it ran with."""
+
     model: VariationalModel
     history: list[dict[str, float]]
     run_dir: RunDir
-    export_dir: Path | None  # the SavedModel version dir (None on a worker that is not the chief)
+    export_dir: Path | None
+    config: RunConfig
 
 
 def has_gpu() -> bool:
@@ -62,7 +67,7 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixe
     """
     gpu = has_gpu()
     if setting and replicas > 1 and not gpu:
-        raise ConfigError(f"--jit: XLA cannot compile the all-reduce of {replicas} CPU replicas; drop --jit")
+        raise ConfigError(f"`jit_compile=True`: XLA cannot compile the all-reduce of {replicas} CPU replicas; drop it")
     if setting is not None:
         return setting
     return gpu or (arch == "mlp" and replicas == 1 and not mixed_precision)
@@ -115,7 +120,17 @@ def train(config: RunConfig, dataset: LoadedDataset, run_dir: str | Path | RunDi
     """Train (or, with `resume`, continue) into `run_dir` until `config.train.epochs` epochs are
     done, then save model.keras and export a SavedModel to the config's export root (default
     saved_models/<name>). The chief writes config.json first, so the run dir is complete from
-    the first epoch on. `callbacks` run after the run's own."""
+    the first epoch on. `callbacks` run after the run's own. `config` is not changed: the
+    config the run used (its dataset named) is `TrainResult.config` and the run dir's config.json.
+
+    Example:
+        >>> config = RunConfig(data=DataConfig(dataset="fashion_mnist", limit=2000),
+        ...                    train=TrainConfig(epochs=1, export="saved_models/from-python"))
+        >>> result = train(config, load_dataset("fashion_mnist"), "runs/from-python")
+        >>> result.export_dir
+        PosixPath('saved_models/from-python/1')
+    """
+    config = copy.deepcopy(config)
     config.validate()
     config.data.dataset = dataset_name(config.data.dataset, config.data.data_dir)
     get_task(config.data.task).check(config, dataset)
@@ -203,11 +218,11 @@ def _train(
     elif stopper is not None:  # nothing left to train: end, as fit would have, with the best weights
         stopper.restore_best(model)
     if not chief:
-        return TrainResult(model, history_writer.rows, run_dir, None)
+        return TrainResult(model, history_writer.rows, run_dir, None, config)
     with atomic_path(run_dir.model_path) as tmp:
         model.save(tmp)
     if backup is not None and not run_dir.has_backup():  # finished: BackupAndRestore emptied it
         shutil.rmtree(run_dir.backup_root, ignore_errors=True)
     version_dir = export_saved_model(model, default_export_root(config), dataset=config.data.dataset,
                                      data=dataclasses.asdict(config.data))
-    return TrainResult(model, history_writer.rows, run_dir, version_dir)
+    return TrainResult(model, history_writer.rows, run_dir, version_dir, config)

@@ -18,7 +18,7 @@ def umask_022():
 
 
 def test_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path, umask_022):
-    """Regression (defect 6): run-dir files were created 0600."""
+    """Run-dir files get the umask's permissions, not mkstemp's 0600."""
     atomic_write_text(tmp_path / "history.csv", "epoch\n")
     with atomic_path(tmp_path / "model.keras") as tmp:
         tmp.write_bytes(b"x")

@@ -73,7 +73,7 @@ def test_ratios_per_repeat_with_their_median_and_range(train_speed):
 
 
 def test_results_are_written_atomically(train_speed, tmp_path):
-    """Regression (defect 9): a failed write must leave the previous results whole."""
+    """A failed write leaves the previous results whole."""
     train_speed.write_results(tmp_path, {"mlp_speed_ratio": 1.5}, "| table |\n")
     before = {p.name: p.read_text() for p in tmp_path.iterdir()}
     with pytest.raises(TypeError):

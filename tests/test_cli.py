@@ -25,6 +25,10 @@ from keras_cvae.data import NPZ_KEYS
         (["--image-size", "32y32"], "expected HxW like 32x32"),
         (["--test-fraction", "1.5"], "--test-fraction must be in (0, 1)"),
         (["--dataset", "fashion_mnist", "--conditions", "colour"], "has one categorical condition, labels"),
+        # The library names its arguments (`conditional=False`, `task`); the command line shows flags.
+        (["--task", "semi_supervised", "--labeled", "10", "--no-conditional"],
+         "--no-conditional does not apply to --task semi_supervised"),
+        (["--quadrants", "2"], "--quadrants does not apply to --task classes or semi_supervised; drop it"),
     ],
 )
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, args, expected):
@@ -72,7 +76,7 @@ CORRUPT_CONFIGS = {
 @pytest.mark.parametrize("text", CORRUPT_CONFIGS.values(), ids=CORRUPT_CONFIGS.keys())
 @pytest.mark.parametrize("command", ["evaluate", "resume"])
 def test_corrupt_run_config_is_one_line_naming_the_file(tmp_path, text, command):
-    """Regression (defect 3): a truncated, non-JSON or unknown-key config.json gave a traceback."""
+    """A truncated, non-JSON or unknown-key config.json is one line naming the file, not a traceback."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "model.keras").write_bytes(b"")
@@ -103,9 +107,8 @@ def completion_run_and_export(root):
 
 
 def test_completion_models_work_or_are_refused_in_one_line(tmp_path, fashion_dir):
-    """Regression (defect 2): generate and evaluate.py ended in KeyError: 'num_classes' when given
-    an image-completion export. Now they work (tests/test_tasks_completion.py runs every command on
-    a trained one), and a flag that needs classes is one line."""
+    """generate and evaluate.py take an image-completion export (tests/test_tasks_completion.py
+    runs every command on a trained one), and a flag that needs classes is one line."""
     _, version = completion_run_and_export(tmp_path)
     refused = run_cli("-m", "keras_cvae", "generate", "--model", str(version), "--out", str(tmp_path / "g.png"))
     lines = project_lines(refused.stderr)

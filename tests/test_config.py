@@ -27,30 +27,30 @@ def test_unknown_keys_are_rejected():
 @pytest.mark.parametrize(
     "config,match",
     [
-        (TrainConfig(epochs=-1), "--epochs must be at least 1"),
-        (TrainConfig(batch_size=0), "--batch-size must be at least 1"),
-        (TrainConfig(learning_rate=0), "--learning-rate must be > 0"),
-        (ModelConfig(latent_dim=0), "--latent-dim must be at least 1"),
-        (ModelConfig(beta=-0.5), "--beta must be >= 0"),
-        (ModelConfig(arch="rnn"), "--arch must be one of mlp, conv"),
-        (ModelConfig(hidden_units=(400, 0)), "--hidden-units must be positive"),
+        (TrainConfig(epochs=-1), "`epochs` must be at least 1"),
+        (TrainConfig(batch_size=0), "`batch_size` must be at least 1"),
+        (TrainConfig(learning_rate=0), "`learning_rate` must be > 0"),
+        (ModelConfig(latent_dim=0), "`latent_dim` must be at least 1"),
+        (ModelConfig(beta=-0.5), "`beta` must be >= 0"),
+        (ModelConfig(arch="rnn"), "`arch` must be one of mlp, conv"),
+        (ModelConfig(hidden_units=(400, 0)), "`hidden_units` must be positive"),
     ],
 )
-def test_invalid_values_name_the_flag(config, match):
+def test_invalid_values_name_the_argument(config, match):
     with pytest.raises(ConfigError, match=match):
         config.validate()
 
 
 @pytest.mark.parametrize(("changes", "match"), [
-    ({"data.binarize": "dynamic", "model.likelihood": "gaussian"}, "--binarize dynamic makes binary pixels"),
-    ({"train.kl_schedule": "linear"}, "--kl-schedule linear needs --kl-warmup E"),
-    ({"train.kl_schedule": "cyclical", "train.kl_warmup": 3}, "--kl-warmup is the linear schedule's"),
-    ({"model.free_bits": -1.0}, "--free-bits must be >= 0"),
-    ({"train.early_stopping": -1}, "--early-stopping must be >= 0"),
-    ({"train.early_stopping": 5, "train.kl_schedule": "cyclical"}, "--early-stopping needs a constant KL weight"),
-    ({"train.early_stopping": 5, "train.kl_warmup": 10}, "--early-stopping needs a constant KL weight"),
-    ({"data.task": "semi_supervised"}, "--task semi_supervised needs --labeled N"),
-    ({"data.task": "semi_supervised", "data.labeled": 100, "model.conditional": False}, "--no-conditional does not apply"),
+    ({"data.binarize": "dynamic", "model.likelihood": "gaussian"}, "`binarize` dynamic makes binary pixels"),
+    ({"train.kl_schedule": "linear"}, "`kl_schedule` linear needs `kl_warmup` E"),
+    ({"train.kl_schedule": "cyclical", "train.kl_warmup": 3}, "`kl_warmup` is the linear schedule's"),
+    ({"model.free_bits": -1.0}, "`free_bits` must be >= 0"),
+    ({"train.early_stopping": -1}, "`early_stopping` must be >= 0"),
+    ({"train.early_stopping": 5, "train.kl_schedule": "cyclical"}, "`early_stopping` needs a constant KL weight"),
+    ({"train.early_stopping": 5, "train.kl_warmup": 10}, "`early_stopping` needs a constant KL weight"),
+    ({"data.task": "semi_supervised"}, "`task` semi_supervised needs `labeled` N"),
+    ({"data.task": "semi_supervised", "data.labeled": 100, "model.conditional": False}, "`conditional=False` does not apply"),
 ])
 def test_inconsistent_new_settings_are_refused(changes, match):
     config = RunConfig()
@@ -96,10 +96,10 @@ def test_a_setting_the_run_would_ignore_is_refused():
     config = RunConfig()
     by_name = {item.name: item for item in settings()}
     config.refuse_unused([by_name["beta"], by_name["likelihood"]])  # a class run uses both
-    with pytest.raises(ConfigError, match="--quadrants does not apply to --task classes"):
+    with pytest.raises(ConfigError, match="`quadrants` does not apply to `task` classes"):
         config.refuse_unused([by_name["quadrants"]])
     config.data.task, config.model.objective = "completion", "gsnn"
-    with pytest.raises(ConfigError, match="--kl-warmup does not apply to --objective baseline or gsnn"):
+    with pytest.raises(ConfigError, match="`kl_warmup` does not apply to `objective` baseline or gsnn"):
         config.refuse_unused([by_name["kl_warmup"]])
 
 

@@ -123,7 +123,7 @@ def test_source_order_debian_then_keras_cache(tmp_path, monkeypatch, tiny_arrays
     message = str(err.value)
     assert str(tmp_path / "debian" / "mnist") in message
     assert str(tmp_path / "keras" / "datasets" / "mnist.npz") in message
-    assert "--data-dir" in message
+    assert "`data_dir`" in message
 
     # The Keras cache alone.
     (tmp_path / "keras" / "datasets").mkdir(parents=True)

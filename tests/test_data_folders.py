@@ -119,7 +119,7 @@ def _rewrite(root, edit):
 BAD_FOLDERS = {
     "not an image": (lambda root: (root / "0003.png").write_text("hello"), "0003.png: not a readable image"),
     "mixed sizes": (lambda root: Image.new("RGB", (9, 9)).save(root / "0004.png"),
-                    "0004.png is 9×9 but .*0000.png is 16×16; pass --image-size"),
+                    "0004.png is 9×9 but .*0000.png is 16×16; pass `image_size`"),
     "missing file": (lambda root: (root / "0005.png").unlink(), "line 7 names '0005.png', which is missing"),
     "duplicate row": (lambda root: _rewrite(root, lambda lines: lines + [lines[3]]), "repeats '0002.png'"),
     "one value": (lambda root: _rewrite(root, lambda lines: [line + ",x" for line in lines]),

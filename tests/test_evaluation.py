@@ -25,7 +25,7 @@ from keras_cvae.evaluation.estimators import (
 from keras_cvae.loading import load
 from keras_cvae.run_dir import locate
 
-# metrics.json keys of a class model, with their types (DESIGN.md's contract).
+# metrics.json keys of a class model, with their types (the contract in docs/evaluation.md).
 CLASS_METRIC_TYPES = {
     "task": str, "likelihood": str, "binarized": bool, "test_elbo": float, "test_reconstruction": float,
     "test_kl": float, "test_nll_iw": float, "iw_samples": int, "num_test_images": int,
@@ -238,6 +238,22 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, small
         assert (tmp_path / "a" / f"{figure}.png").is_file()
         assert f"![{figure}]({figure}.png)" in report
     assert (tmp_path / "b" / "elbo_curve.png").is_file()  # a run dir brings its history
+
+
+@pytest.mark.slow
+def test_likelihood_only_evaluation_never_asks_for_the_judge(trained, small_fashion, tmp_path, monkeypatch):
+    from keras_cvae.tasks import EvaluationOptions, classes, get_task
+
+    def no_judge(*args, **kwargs):
+        raise AssertionError("the reference classifier was asked for")
+
+    monkeypatch.setattr(classes, "reference_classifier", no_judge)
+    options = EvaluationOptions(dataset_name="fashion_mnist", model_name="run", iw_samples=3, limit=60, judge=False)
+    metrics = get_task("classes").evaluate(load(locate(trained / "run")), load_dataset("fashion_mnist", small_fashion),
+                                           tmp_path, options)
+    assert {"test_elbo", "test_nll_iw", "active_units"} <= set(metrics)
+    assert not {"fid", "kid", "conditional_accuracy", "per_class_accuracy"} & set(metrics)
+    assert "FID" not in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -171,8 +171,8 @@ def test_second_export_is_version_2_and_leaves_1_untouched(model, tmp_path):
 
 
 def test_concurrent_exports_to_one_root_take_the_next_free_version(model, tmp_path, monkeypatch):
-    """Regression (defect 8): two exports that both computed version 1 collided, and the loser
-    got a raw OSError after doing all the work. The second one now lands as version 2."""
+    """Two exports that both computed version 1 do not collide: the second lands as version 2
+    instead of failing after doing all the work."""
     first = export_saved_model(model, tmp_path)
     before = _digest(first)
     monkeypatch.setattr(export_module, "next_version", lambda root: 1)  # computed before 1 appeared
@@ -184,8 +184,8 @@ def test_concurrent_exports_to_one_root_take_the_next_free_version(model, tmp_pa
 
 
 def test_export_is_readable_by_other_users(model, tmp_path):
-    """Regression (defect 6): version dirs were 0700 (mkdtemp), so a TF Serving process running
-    as another user could not read them. With umask 022 they are 0755 and files 0644."""
+    """A TF Serving process running as another user can read an export: with umask 022 its
+    version dirs are 0755 and its files 0644 (not mkdtemp's 0700)."""
     old = os.umask(0o022)
     try:
         version = export_saved_model(model, tmp_path)

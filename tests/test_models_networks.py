@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cvae.models.networks import build_decoder, build_encoder, conv_filters
+from keras_cvae.networks import build_decoder, build_encoder, conv_filters
 
 IMAGE_SHAPE = (28, 28, 1)
 

@@ -55,7 +55,7 @@ def test_resume_rule_and_refusing_a_non_empty_dir(tmp_path, monkeypatch):
     run_dir.backup_dir().mkdir(parents=True)
     (run_dir.backup_dir() / "training_metadata.json").write_text("{}")
     assert run_dir.resumes(False, "multi_worker") and not run_dir.resumes(False, "auto")
-    with pytest.raises(UsageError, match="is not empty; pass --resume"):
+    with pytest.raises(UsageError, match="is not empty; pass `resume=True`"):
         run_dir.refuse_to_overwrite()
 
 

@@ -3,7 +3,6 @@ registry that finds it."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from keras_cvae.models.cvae import CVAE
 from keras_cvae.models.semi_supervised import SemiSupervisedCVAE
 from keras_cvae.run_dir import RunDir
 from keras_cvae.serving_client import load_client
-from keras_cvae.tasks import TASKS, get_task, task_of
+from keras_cvae.tasks import TASKS, GenerateRequest, get_task, task_of
 from keras_cvae.tasks.classes import ClassesTask, SampleGrid
 
 
@@ -64,18 +63,17 @@ def test_sample_grid_has_a_row_per_class_and_one_noise_per_column(tmp_path):
     assert RunDir(tmp_path).samples_path(1).is_file()
 
 
-def generate_args(**overrides) -> argparse.Namespace:
-    values = {"label": "all", "condition": None, "num": 2, "seed": 0, "style_from": None, "from_test": None} | overrides
-    return argparse.Namespace(**values)
+def generate_args(**overrides) -> GenerateRequest:
+    return GenerateRequest(**({"num": 2} | overrides))
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"from_test": 4}, "--from-test is for image-completion models"),
+    [({"from_test": 4}, "`from_test` is for image-completion models"),
      ({"label": "7"}, "labels: unknown category '7'; choose one of: a, b, c"),
      ({"label": "shirts"}, "labels: unknown category 'shirts'"),
-     ({"condition": ["labels"]}, "expected NAME=VALUE"),
-     ({"condition": ["colour=red"]}, "unknown condition 'colour'; this model's conditions are labels")],
+     ({"conditions": ("labels",)}, "expected NAME=VALUE"),
+     ({"conditions": ("colour=red",)}, "unknown condition 'colour'; this model's conditions are labels")],
 )
 def test_generate_refuses_flags_and_labels_it_cannot_use(overrides, message):
     model = CVAE(num_classes=3, latent_dim=2, hidden_units=(8,), class_names=list("abc"))
@@ -160,7 +158,7 @@ def test_a_folder_export_takes_one_input_per_condition(shapes_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.is_file()
     with pytest.raises(UsageError, match="unknown condition 'hue'; this model's conditions are shape, colour, size"):
-        ClassesTask().generate(client, generate_args(condition=["hue=red"]), None)
+        ClassesTask().generate(client, generate_args(conditions=("hue=red",)), None)
 
 
 def test_a_bad_folder_is_one_line_and_writes_nothing(tmp_path):

@@ -74,7 +74,7 @@ def test_cli_refuses_completion_models_for_class_conditional_runs(tmp_path):
     ids=["likelihood", "beta", "kl-warmup", "alpha", "arch", "conditions"],
 )
 def test_flags_a_completion_run_would_ignore_are_refused(tmp_path, flags, message):
-    """Regression (defect 4): --beta, --likelihood, --kl-warmup and --arch conv were ignored."""
+    """--beta, --likelihood, --kl-warmup and --arch conv, which a completion run would ignore, are refused."""
     done = run_cli("train.py", "--task", "completion", *flags, "--run-dir", str(tmp_path / "r"))
     lines = project_lines(done.stderr)
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], lines
@@ -136,16 +136,15 @@ def test_train_evaluate_and_generate_a_completion_model_from_the_cli(tmp_path, f
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"label": "3", "from_test": 2}, "--label and --style-from are for class-conditional models"),
-     ({"style_from": 0, "from_test": 2}, "--label and --style-from are for class-conditional models"),
-     ({}, "pass --from-test N")],
+    [({"label": "3", "from_test": 2}, "`label` and `style_from` are for class-conditional models"),
+     ({"style_from": 0, "from_test": 2}, "`label` and `style_from` are for class-conditional models"),
+     ({}, "pass `from_test` N")],
 )
 def test_generate_refuses_class_flags_and_needs_test_images(overrides, message):
-    import argparse
-
     from keras_cvae.errors import UsageError
+    from keras_cvae.tasks import GenerateRequest
 
-    args = argparse.Namespace(**({"label": "all", "num": 2, "seed": 0, "style_from": None, "from_test": None} | overrides))
+    args = GenerateRequest(**({"num": 2} | overrides))
     assert CompletionTask().needs_test_images(args)
     with pytest.raises(UsageError, match=message):
         CompletionTask().generate(small("cvae"), args, None)

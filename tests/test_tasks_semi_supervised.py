@@ -84,8 +84,8 @@ def test_every_batch_mixes_labelled_and_unlabelled_images_in_the_stated_share():
 
 
 @pytest.mark.parametrize(("labeled", "message"), [
-    (2, "--labeled 2 is fewer than the 3 classes; every class needs a label"),
-    (271, "--labeled 271 is more than the 270 training images"),
+    (2, "`labeled` 2 is fewer than the 3 classes; every class needs a label"),
+    (271, "`labeled` 271 is more than the 270 training images"),
 ])
 def test_bad_labeled_counts_are_refused(labeled, message):
     with pytest.raises(UsageError, match=message):

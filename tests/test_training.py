@@ -62,8 +62,8 @@ def test_three_epochs_improve_and_write_every_file(tmp_path, fashion_dir):
 
 @pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, fashion_dir):
-    """Regression (defect 7): after --resume the data order and the noise restarted, so the
-    history drifted from the uninterrupted run's. Now 2 epochs + --resume to 4 = 4 epochs straight."""
+    """The data order and the noise depend only on the seed and the epoch, so 2 epochs and
+    --resume to 4 give the history of 4 epochs straight."""
     run_dir, straight_dir = tmp_path / "run", tmp_path / "straight"
     common = ["train.py", "--dataset", "fashion_mnist", "--limit", "2000", "--hidden-units", "64"]
     first = run_cli(*common, "--run-dir", str(run_dir), "--epochs", "2")

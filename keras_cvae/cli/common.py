@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -60,15 +61,44 @@ def load_test_data(location: ModelLocation, args: argparse.Namespace) -> tuple[s
     return data.dataset, load_configured(data, args.data_dir)
 
 
-def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
-    """Run `command`, turning the project's own input errors into one line and exit status 2."""
+ARGUMENT_NAME = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
+
+
+def as_flags(text: str, parser: argparse.ArgumentParser) -> str:
+    """`text` with the library's argument names (`latent_dim`, `task=completion`,
+    `conditional=False`) written as `parser`'s flags (--latent-dim, --task completion,
+    --no-conditional); names the parser has no flag for stay as they are."""
+    flags, switches = {}, {}
+    for action in parser._actions:
+        if action.option_strings:
+            name = action.dest.rsplit(".", 1)[-1]
+            flags.setdefault(name, action.option_strings[0])
+            if action.const is not None:
+                switches[(name, str(action.const))] = action.option_strings[0]
+
+    def flag(match: re.Match) -> str:
+        name, value = match.groups()
+        if value is not None and (name, value) in switches:
+            return switches[(name, value)]
+        if name not in flags:
+            return match.group(0)
+        return flags[name] if value is None else f"{flags[name]} {value}"
+
+    return ARGUMENT_NAME.sub(flag, text)
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                parser: argparse.ArgumentParser) -> int:
+    """Run `command`, turning the project's own input errors into one line and exit status 2,
+    the library's argument names shown as the parser's flags."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prog = parser.prog
     try:
         return command(args)
     except (UsageError, ConfigError, DataError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             raise
-        message = str(err).replace("\n", " ")
+        message = as_flags(str(err).replace("\n", " "), parser)
         sys.stderr.write(f"{prog}: error: {message}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -113,6 +143,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(item.flag, dest=_dest(item), type=_argument_type(item), choices=item.choices,
                                 metavar=None if item.choices else item.name.upper(),
                                 default=argparse.SUPPRESS, help=item.help + default)
+    for action in parser._actions:  # the settings' help names each other as flags
+        if action.help:
+            action.help = as_flags(action.help, parser)
 
 
 def given_settings(args: argparse.Namespace) -> list[tuple[Setting, Any]]:

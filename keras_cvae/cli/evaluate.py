@@ -34,7 +34,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         out = output if index == 0 else output / "compared"
         print(f"Evaluating {location.path} on {dataset_name} ({dataset.source})", flush=True)
         options = EvaluationOptions(dataset_name=dataset_name, model_name=str(location.path),
-                                    iw_samples=args.iw_samples, seed=args.seed, limit=args.limit)
+                                    iw_samples=args.iw_samples, seed=args.seed, limit=args.limit,
+                                    judge=not args.likelihood_only)
         history = location.run_dir.read_history() if location.kind == "run" else None
         metrics = task.evaluate(load(location), dataset, out, options, history)
         metrics["model"] = str(location.path)
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iw-samples", type=int, default=100, help="K for the importance-weighted NLL (default 100)")
     parser.add_argument("--output", help="output dir (default: <run dir>/evaluation or <version dir>-evaluation)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N test images")
+    parser.add_argument("--likelihood-only", action="store_true",
+                        help="only the likelihood metrics (ELBO, IW-NLL, latent usage): no reference classifier is "
+                             "trained or loaded, so no conditional accuracy, FID or KID")
     parser.add_argument("--compare", help="a second model of the same task, evaluated on the same images and seeds")
     args = parser.parse_args(argv)
-    return run_command(_evaluate, args, parser.prog)
+    return run_command(_evaluate, args, parser)

@@ -38,4 +38,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    return run_command(_export, args, parser.prog)
+    return run_command(_export, args, parser)

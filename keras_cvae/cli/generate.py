@@ -22,13 +22,15 @@ def _generate(args: argparse.Namespace) -> int:
 
     from keras_cvae.loading import load
     from keras_cvae.plotting import save_figure
-    from keras_cvae.tasks import get_task
+    from keras_cvae.tasks import GenerateRequest, get_task
 
     task = get_task(location.task)
+    request = GenerateRequest(label=args.label, conditions=tuple(args.condition or ()), num=args.num, seed=args.seed,
+                              style_from=args.style_from, from_test=args.from_test)
     dataset = None
-    if task.needs_test_images(args):
+    if task.needs_test_images(request):
         _, dataset = load_test_data(location, args)
-    save_figure(task.generate(load(location), args, dataset), out)
+    save_figure(task.generate(load(location), request, dataset), out)
     print(f"Wrote {out}")
     return 0
 
@@ -50,4 +52,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--style-from", type=int, help="class models: re-render test image INDEX's z under every label")
     parser.add_argument("--from-test", type=int, help="completion models: complete the first N test images")
     args = parser.parse_args(argv)
-    return run_command(_generate, args, parser.prog)
+    return run_command(_generate, args, parser)

@@ -89,4 +89,4 @@ def _train(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     train_parser = parser()
-    return run_command(_train, train_parser.parse_args(argv), train_parser.prog)
+    return run_command(_train, train_parser.parse_args(argv), train_parser)

@@ -2,7 +2,7 @@
 pipeline that feeds them to training (`data.pipeline`).
 
 Loading is numpy-only (Pillow for image folders) so that the command line can find and validate
-data before it pays for importing TensorFlow. Sources are tried in the order DESIGN.md gives; an
+data before it pays for importing TensorFlow. Sources are tried in the order docs/data.md gives; an
 explicit data dir is the only source tried when one is given, and a failure lists every place
 that was tried.
 """
@@ -53,7 +53,7 @@ NO_DOWNLOAD_ENV = "KERAS_CVAE_NO_DOWNLOAD"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEFAULT_DATASET = "mnist"
 SPLIT_SEED = 0  # the held-out test split of a folder without a split column
-BINARIZE_SEED = 0  # the one binarization of the test and validation sets under --binarize dynamic
+BINARIZE_SEED = 0  # the one binarization of the test and validation sets under `binarize` dynamic
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise DataError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}, or pass --data-dir"
+            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}, or pass `data_dir`"
         ) from None
 
 
@@ -155,7 +155,7 @@ def _load_arrays(path: Path) -> Arrays:
     if len(npz_files) == 1:
         return load_npz(npz_files[0])
     if len(npz_files) > 1:
-        raise DataError(f"{path}: several .npz files; pass the one to use as --data-dir")
+        raise DataError(f"{path}: several .npz files; pass the one to use as `data_dir`")
     raise DataError(f"{path}: no IDX files (train-images-idx3-ubyte[.gz] …), .npz file, {'metadata.csv'} "
                     f"or class subfolders of images")
 
@@ -178,7 +178,7 @@ def _array_dataset(arrays: Arrays, spec: DatasetSpec | None, source: str, size: 
         if images.ndim != 4 or images.shape[3] not in (1, 3):
             raise DataError(f"{source}: {split} images have shape {images.shape}; expected N×H×W or N×H×W×{{1,3}}")
         if spec is not None and images.shape[1:] != spec.image_shape:
-            raise DataError(f"{source}: {split} images are {images.shape[1:]}, {spec.name} needs {spec.image_shape} (pass --dataset NAME for other data)")
+            raise DataError(f"{source}: {split} images are {images.shape[1:]}, {spec.name} needs {spec.image_shape} (pass `dataset` NAME for other data)")
         if images.dtype != np.uint8:
             raise DataError(f"{source}: {split} images are {images.dtype}, expected uint8")
         labels = np.asarray(labels)
@@ -236,9 +236,9 @@ def _registered(name: str, download: bool | None, size: tuple[int, int] | None) 
         except Exception as err:  # a failed download: network errors come in many types
             failures.append(f"{label} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
     raise DataError(
-        f"cannot find {name}; tried: {'; '.join(failures)}. Fix: pass --data-dir DIR with the four "
+        f"cannot find {name}; tried: {'; '.join(failures)}. Fix: pass `data_dir` DIR with the four "
         f"IDX files (train-images-idx3-ubyte.gz, …), a Keras-style .npz or an image folder; offline, "
-        f"Debian's dataset-fashion-mnist package provides --dataset fashion_mnist"
+        f"Debian's dataset-fashion-mnist package provides `dataset` fashion_mnist"
     )
 
 
@@ -255,7 +255,7 @@ def _test_rows(table: FolderTable, test_fraction: float) -> np.ndarray:
     else:
         is_test = np.zeros(count, bool)
         is_test[np.random.default_rng(SPLIT_SEED).permutation(count)[:int(round(count * test_fraction))]] = True
-        how = f"--test-fraction {test_fraction} of {count} images"
+        how = f"`test_fraction` {test_fraction} of {count} images"
     if is_test.all() or not is_test.any():
         raise DataError(f"{table.source}: {how} leaves no {'training' if is_test.all() else 'test'} images")
     return is_test
@@ -268,10 +268,10 @@ def _folder_dataset(root: Path, picked: list[tuple[str, str | None]], size: tupl
     names = [name for name, _ in picked] or known
     if not names:
         raise DataError(f"{table.source}: no condition columns besides {'file_name'!r}; add one (a plain VAE "
-                        f"trains with --no-conditional and any column)")
+                        f"trains with `conditional=False` and any column)")
     unknown = [name for name in names if name not in table.columns]
     if unknown:
-        raise DataError(f"--conditions: {table.source} has no column {unknown[0]!r}; its conditions are {', '.join(known)}")
+        raise DataError(f"`conditions`: {table.source} has no column {unknown[0]!r}; its conditions are {', '.join(known)}")
     kinds = dict(picked)
     is_test = _test_rows(table, test_fraction)
     columns, conditions = [], []
@@ -325,7 +325,7 @@ def load_dataset(
         dataset = _array_dataset(_load_arrays(path), spec, str(path), image_size)
     names = [n for n, _ in picked]
     if names and names != ["labels"] or any(kind == CONTINUOUS for _, kind in picked):
-        raise DataError(f"--conditions {conditions!r}: {dataset.source} has one categorical condition, labels")
+        raise DataError(f"`conditions` {conditions!r}: {dataset.source} has one categorical condition, labels")
     check_conditions(dataset.conditions, dataset.y_train, dataset.source)
     return dataset
 

@@ -189,7 +189,7 @@ def decode_images(root: Path, files: Sequence[str], size: tuple[int, int] | None
         if array.shape[:2] != first:
             raise DataError(
                 f"{root / name} is {array.shape[0]}×{array.shape[1]} but {root / files[0]} is {first[0]}×{first[1]}; "
-                f"pass --image-size HxW to resize them all")
+                f"pass `image_size` HxW to resize them all")
     if any(array.shape[2] == 3 for array in arrays):
         arrays = [np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array for array in arrays]
     images = np.stack(arrays)

@@ -54,7 +54,7 @@ def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.D
     return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
 
 
-def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, eps: tf.Tensor) -> tf.Tensor:
     """The importance-weighted bound's log-weights (Burda et al. 2016), [K, N]:
     log p(x | z_k, c) + log p(z_k) − log q(z_k | x, c) for z_k = μ + σ·ε_k, ε [K, N, L], in one
     batched pass (the images tiled K times inside the graph). `model` is anything with
@@ -65,7 +65,7 @@ def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor, eps: tf.
     posterior = gaussian_posterior(z_mean, z_log_var)
     z = z_mean + posterior.stddev() * eps  # [K, N, L]
     draws, count, latent_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
-    rows = tf.cast(tf.reshape(labels, [count, -1]), tf.float32)
+    rows = tf.zeros([count, 0]) if labels is None else tf.cast(tf.reshape(labels, [count, -1]), tf.float32)
     log_px = model.log_likelihood(tf.tile(images, [draws, 1, 1, 1]), tf.tile(rows, [draws, 1]),
                                   tf.reshape(z, [draws * count, latent_dim]))
     log_prior = standard_normal_prior(count, z_mean.shape[-1]).log_prob(z)
@@ -163,8 +163,22 @@ class VariationalModel(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = as_unit_range(data[0]), data[1]
+    def unpack(self, data: tf.Tensor | tuple) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """(images in [0, 1], condition rows or None) of a batch: `x`, `(x,)` or `(x, y)`, as
+        `fit(x)`, `fit(x, y)` and a `tf.data.Dataset` of either give it."""
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if labels is None and self.needs_labels:
+            raise ValueError(f"{type(self).__name__} is conditional: pass its conditions, fit(x, y) "
+                             "(y int [N] or rows [N, M]); a plain VAE is conditional=False")
+        return as_unit_range(images), labels
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether a batch must carry condition rows beside its images."""
+        return True
+
+    def train_step(self, data: tf.Tensor | tuple) -> dict[str, tf.Tensor]:
+        images, labels = self.unpack(data)
         self._seed_for_step()
         with tf.GradientTape() as tape:
             terms = self.compute_terms(images, labels, training=True)
@@ -179,8 +193,8 @@ class VariationalModel(keras.Model):
         self.optimizer.apply(gradients, self.trainable_weights)
         return self._record(terms)
 
-    def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = as_unit_range(data[0]), data[1]
+    def test_step(self, data: tf.Tensor | tuple) -> dict[str, tf.Tensor]:
+        images, labels = self.unpack(data)
         return self._record(self.compute_terms(images, labels, training=False))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:

@@ -35,8 +35,8 @@ from keras_cvae.models.base import (
     gaussian_posterior,
     kl_per_dimension,
 )
-from keras_cvae.models.networks import build_baseline, build_decoder, build_encoder
 from keras_cvae.models.quadrants import masked_input, visible_mask
+from keras_cvae.networks import build_baseline, build_decoder, build_encoder
 
 tfd = tfp.distributions
 
@@ -191,6 +191,8 @@ class CompletionCVAE(VariationalModel):
             "kl_loss": kl,
             "elbo": -(reconstruction + kl),
         }
+
+    needs_labels = False  # the condition is part of the image
 
     # -- inference --------------------------------------------------------------------------------
 

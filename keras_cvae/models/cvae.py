@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -24,7 +25,7 @@ from keras_cvae.models.base import (
     log_importance_weights,
     standard_normal_prior,
 )
-from keras_cvae.models.networks import ONE_HOT_SCALE, build_decoder, build_encoder
+from keras_cvae.networks import NETWORKS
 
 tfd = tfp.distributions
 
@@ -39,15 +40,16 @@ class CVAE(VariationalModel):
             conditions enter the networks one-hot, continuous ones standardised. Defaults to one
             categorical condition, `labels`, with `num_classes` classes named `class_names`.
         latent_dim: int. Size of z. Defaults to 20.
-        arch: str. "mlp" or "conv". Defaults to "mlp".
-        hidden_units: sequence of ints. Dense layer sizes of the encoder (mirrored in the
+        arch: str. The built-in networks, "mlp" or "conv" (`keras_cvae.networks`), used when
+            `encoder` and `decoder` are not given. Defaults to "mlp".
+        hidden_units: sequence of ints. Dense layer sizes of the built-in encoder (mirrored in the
             decoder). Defaults to (400,).
         likelihood: str. "bernoulli" (logits), "gaussian" (sigmoid mean, learned per-pixel σ) or
             "discretized_logistic" (8-bit pixels, PixelCNN++'s likelihood, one logistic per pixel
             with its mean and scale from the decoder). Defaults to "bernoulli".
         beta: float. Weight of the KL term in the loss (β-VAE). Defaults to 1.0.
-        conditional: bool. False gives a plain VAE: no condition enters either network.
-            Defaults to True.
+        conditional: bool. False gives a plain VAE: no condition enters either network, and
+            `fit(x)` needs no labels. Defaults to True.
         free_bits: float. λ, nats per latent dimension the loss does not charge for (Kingma et
             al. 2016; see models.base.free_bits_kl); the reported KL and ELBO stay exact.
             Defaults to 0 (off).
@@ -55,6 +57,19 @@ class CVAE(VariationalModel):
         num_classes: int or None. Shorthand for one categorical condition `labels` (with
             `conditions` None). Defaults to 10.
         class_names: sequence of str or None. The classes' names in that shorthand.
+        encoder: keras.Model or None. Your own q(z | x, c): it takes `[images, condition_vector]`
+            (images float32 [N, H, W, C] in [0, 1]; the vector as `condition_vector` makes it) and
+            returns `[z_mean, z_log_var]`, each [N, latent_dim]. A plain VAE's takes the images
+            alone. Defaults to None (the built-in `arch`).
+        decoder: keras.Model or None. Your own p(x | z, c): it takes `[z, condition_vector]` (a
+            plain VAE's, z alone) and returns the likelihood's raw parameters
+            [N, H, W, C × parameters per channel] (see `outputs_per_channel`). Given together
+            with `encoder`. Defaults to None.
+
+    Raises:
+        ValueError: an unknown `likelihood` or `arch`, only one of `encoder` and `decoder`, or a
+            network whose inputs or outputs do not have the shapes above (the message names the
+            network, the shape expected and the shape it returned).
 
     Example:
         >>> model = CVAE(latent_dim=2)
@@ -76,6 +91,8 @@ class CVAE(VariationalModel):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         free_bits: float = 0.0,
+        encoder: keras.Model | dict[str, Any] | None = None,
+        decoder: keras.Model | dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -93,12 +110,19 @@ class CVAE(VariationalModel):
         self.free_bits = float(free_bits)
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
 
-        width = sum(c.width for c in self.conditions) if self.conditional else 0
-        network_args = (self.image_shape, width, self.latent_dim, arch, self.hidden_units)
-        self.encoder = build_encoder(*network_args, condition_scale=ONE_HOT_SCALE)
-        # The discretized logistic needs a mean and a scale per pixel: twice the channels.
-        self.decoder = build_decoder(*network_args, condition_scale=ONE_HOT_SCALE,
-                                     outputs_per_channel=2 if likelihood == "discretized_logistic" else 1)
+        if arch not in NETWORKS:
+            raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
+        if (encoder is None) != (decoder is None):
+            raise ValueError("give both encoder and decoder, or neither (for the built-in arch)")
+        self.custom_networks = encoder is not None
+        if self.custom_networks:
+            self.encoder, self.decoder = (keras.saving.deserialize_keras_object(n) if isinstance(n, dict) else n
+                                          for n in (encoder, decoder))
+            self._check_networks()
+        else:
+            self.encoder, self.decoder = NETWORKS[arch](
+                self.image_shape, self.condition_width, self.latent_dim, self.hidden_units,
+                outputs_per_channel=self.outputs_per_channel)
         if likelihood == "gaussian":
             self.pixel_scale_raw = self.add_weight(
                 name="pixel_scale_raw", shape=self.image_shape,
@@ -121,7 +145,43 @@ class CVAE(VariationalModel):
             "conditional": self.conditional,
             "seed": self.seed,
             "free_bits": self.free_bits,
+            **({"encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder": keras.saving.serialize_keras_object(self.decoder)} if self.custom_networks else {}),
         }
+
+    @property
+    def condition_width(self) -> int:
+        """Length of the condition vector the networks take (0 for a plain VAE)."""
+        return sum(c.width for c in self.conditions) if self.conditional else 0
+
+    @property
+    def outputs_per_channel(self) -> int:
+        """The decoder's parameters per image channel: the discretized logistic has a mean and a scale."""
+        return 2 if self.likelihood == "discretized_logistic" else 1
+
+    def _check_networks(self) -> None:
+        """A ValueError naming the network and both shapes when a given encoder or decoder does
+        not fit this model (one forward pass of a single zero input)."""
+        condition = [np.zeros((1, self.condition_width), np.float32)] if self.conditional else []
+        inputs = "[images, condition_vector]" if self.conditional else "images"
+        expected = {"encoder": [(1, self.latent_dim)] * 2,
+                    "decoder": [(1, *self.image_shape[:2], self.image_shape[2] * self.outputs_per_channel)]}
+        for name, first in (("encoder", np.zeros((1, *self.image_shape), np.float32)),
+                            ("decoder", np.zeros((1, self.latent_dim), np.float32))):
+            network = getattr(self, name)
+            try:
+                outputs = network([first, *condition] if condition else first)
+            except Exception as err:  # any failure of the user's network on the documented inputs
+                shapes = ", ".join(str(tuple(t.shape)) for t in [first, *condition])
+                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"{name} cannot take {inputs if name == 'encoder' else inputs.replace('images', 'z')} "
+                                 f"of shapes {shapes}: {message}") from None
+            outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+            got = [tuple(int(d) for d in t.shape) for t in outputs]
+            if got != expected[name]:
+                what = ("[z_mean, z_log_var], each (N, latent_dim)" if name == "encoder" else
+                        "(N, H, W, C × outputs_per_channel)")
+                raise ValueError(f"{name} must return {what}: expected {expected[name]} for one input, got {got}")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -134,15 +194,16 @@ class CVAE(VariationalModel):
 
     # -- the networks as distributions --------------------------------------------------------
 
-    def _with_condition(self, tensor: tf.Tensor, conditions: tf.Tensor) -> list[tf.Tensor]:
+    def _with_condition(self, tensor: tf.Tensor, conditions: tf.Tensor | None) -> tf.Tensor | list[tf.Tensor]:
         """The network's inputs: `tensor` and the condition vector of `conditions` ([N, M] rows of
-        category indices and values, or [N] for a model with one condition)."""
+        category indices and values, or [N] for a model with one condition); a plain VAE's
+        networks take `tensor` alone."""
         tensor = tf.convert_to_tensor(tensor, tf.float32)
         if not self.conditional:
-            return [tensor]
+            return tensor
         return [tensor, condition_vector(conditions, self.conditions)]
 
-    def encode(self, images: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode(self, images: tf.Tensor, labels: tf.Tensor | None = None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """q(z | x, c)'s mean and (bounded) log-variance, each [N, latent_dim]."""
         z_mean, z_log_var = self.encoder(self._with_condition(images, labels), training=training)
         # Under mixed precision the networks compute in bfloat16/float16; the distributions,
@@ -197,9 +258,14 @@ class CVAE(VariationalModel):
 
     # -- inference ----------------------------------------------------------------------------
 
-    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Deterministic reconstruction: decode the posterior mean."""
-        images, labels = inputs
+    @property
+    def needs_labels(self) -> bool:
+        return self.conditional
+
+    def call(self, inputs: tf.Tensor | tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Deterministic reconstruction of `(images, labels)` (a plain VAE's: `images`): decode the
+        posterior mean."""
+        images, labels = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs, None)
         z_mean, _ = self.encode(images, labels, training=training)
         return self._mean_image(self.decoder_logits(z_mean, labels, training=training))
 
@@ -208,9 +274,14 @@ class CVAE(VariationalModel):
         (models.base.log_importance_weights)."""
         return log_importance_weights(self, images, labels, eps)
 
-    def generate(self, labels: tf.Tensor, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
-        """Mean images for the conditions `labels` ([N, M], or [N] with one condition), from
-        z ~ N(0, I) (or the given z), [N, H, W, C]."""
+    def generate(self, labels: tf.Tensor | int, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
+        """Mean images for the conditions `labels` ([N, M] rows, or [N] with one condition; a plain
+        VAE takes the number of images N), from z ~ N(0, I) (or the given z), [N, H, W, C] in
+        [0, 1]. The same `seed` gives the same images."""
+        if isinstance(labels, (int, np.integer)):
+            if self.conditional:
+                raise ValueError("a conditional model's generate takes the conditions, e.g. generate([0, 1, 2])")
+            labels = tf.zeros([int(labels), 0])
         labels = tf.convert_to_tensor(labels)
         if z is None:
             z = keras.random.normal((tf.shape(labels)[0], self.latent_dim), seed=seed)

@@ -28,7 +28,7 @@ import tensorflow_probability as tfp
 from keras_cvae.conditions import CATEGORICAL
 from keras_cvae.models.base import as_unit_range
 from keras_cvae.models.cvae import CVAE
-from keras_cvae.models.networks import build_classifier
+from keras_cvae.networks import build_classifier
 
 tfd = tfp.distributions
 

@@ -7,14 +7,14 @@ TASKS below (and its name to `config.TASKS`, the `--task` choices).
 from __future__ import annotations
 
 from keras_cvae.models.base import VariationalModel
-from keras_cvae.tasks.base import EvaluationOptions, Task
+from keras_cvae.tasks.base import EvaluationOptions, GenerateRequest, Task
 from keras_cvae.tasks.classes import ClassesTask
 from keras_cvae.tasks.completion import CompletionTask
 from keras_cvae.tasks.semi_supervised import SemiSupervisedTask
 
 TASKS: dict[str, Task] = {task.name: task for task in (ClassesTask(), CompletionTask(), SemiSupervisedTask())}
 
-__all__ = ["TASKS", "EvaluationOptions", "Task", "get_task", "task_of"]
+__all__ = ["TASKS", "EvaluationOptions", "GenerateRequest", "Task", "get_task", "task_of"]
 
 
 def get_task(name: str) -> Task:

@@ -4,13 +4,14 @@ their serving signatures share.
 A task owns everything that differs between kinds of model: building the model for a config and
 a dataset, its sample-grid callback, its serving signatures and export assets, its evaluation
 (metrics, figures, report) and its `generate` picture. Training, export, evaluation and the
-command line ask the registry (`keras_cvae.tasks`) for the task and call these methods; nothing
-else branches on the task.
+command line ask the registry (`keras_cvae.tasks`) for the task and call these methods instead
+of branching on it. What is declared per task elsewhere: its name and the settings it uses
+(`config.TASKS`, `used_when`), its run dir's default name (`run_dir.default_name`), and the
+client methods for its signatures (`serving_client`).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,36 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """What `evaluate.py` asks of any task's evaluation."""
+    """What `evaluate.py` asks of any task's evaluation. `judge` False leaves out every metric
+    of the reference classifier (conditional accuracy, FID, KID): the likelihoods alone."""
 
     dataset_name: str
     model_name: str
     iw_samples: int = 100
     seed: int = 0
     limit: int | None = None
+    judge: bool = True
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What a `generate` picture shows (the fields are the `generate` command's flags).
+
+    Args:
+        label: the first categorical condition's category (name or index), or "all" for one row each.
+        conditions: "NAME=VALUE" texts holding conditions at a category or a value.
+        num: samples per row.
+        seed: seed for the noise.
+        style_from: a class model's test image index, whose z is drawn under every category.
+        from_test: a completion model's number of test images to complete.
+    """
+
+    label: str = "all"
+    conditions: tuple[str, ...] = ()
+    num: int = 8
+    seed: int = 0
+    style_from: int | None = None
+    from_test: int | None = None
 
 
 class Task:
@@ -85,20 +109,20 @@ class Task:
     def evaluate(self, model: Any, dataset: LoadedDataset, output: Path, options: EvaluationOptions,
                  history: list[dict[str, float]] | None = None) -> dict[str, Any]:
         """Every metric on the test set; writes metrics.json, report.md and the figures to
-        `output`. `model` is what `run_dir.load` returned (a Keras model or a SavedModelClient)."""
+        `output`. `model` is what `loading.load` returned (a Keras model or a SavedModelClient)."""
         raise NotImplementedError
 
-    def needs_test_images(self, args: argparse.Namespace) -> bool:
-        """Whether `generate` with these flags draws on the dataset's test images."""
+    def needs_test_images(self, request: GenerateRequest) -> bool:
+        """Whether `generate` for `request` draws on the dataset's test images."""
         raise NotImplementedError
 
     def summary(self, metrics: dict[str, Any]) -> str:
         """One line of the headline numbers, for the command line."""
         raise NotImplementedError
 
-    def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
-        """The `generate` command's picture, as a matplotlib figure; a UsageError for a flag
-        that does not apply to this task. `dataset` is loaded only when `needs_test_images`."""
+    def generate(self, model: Any, request: GenerateRequest, dataset: LoadedDataset | None):
+        """The `generate` picture, as a matplotlib figure; a UsageError for a request field that
+        does not apply to this task. `dataset` is needed only when `needs_test_images`."""
         raise NotImplementedError
 
 

@@ -7,7 +7,6 @@ bits per dimension for 8-bit likelihoods) and the reference judge's verdict on s
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks.base import (
     Endpoint,
     EvaluationOptions,
+    GenerateRequest,
     Task,
     check_image_shape,
     checked,
@@ -216,7 +216,7 @@ class ClassesTask(Task):
         if [c.to_dict() for c in backend.conditions] != [c.to_dict() for c in dataset.conditions]:
             raise UsageError(f"the model's conditions ({', '.join(c.name for c in backend.conditions)}) are not "
                              f"{dataset.source}'s; evaluate on the data the model was trained on")
-        judge = reference_classifier(dataset, options.dataset_name)
+        judge = reference_classifier(dataset, options.dataset_name) if options.judge else None
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         y_test = dataset.y_test[:options.limit]
         rng = np.random.default_rng(options.seed)
@@ -224,7 +224,7 @@ class ClassesTask(Task):
         terms, log_px = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
         requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
         samples = generate_samples(backend, requests, rng)
-        accuracy, error = judge.score(samples, requests)
+        accuracy, error = judge.score(samples, requests) if judge is not None else ({}, {})
         likelihood = model_config(model)["likelihood"]
         metrics = {
             "task": self.name,
@@ -254,7 +254,8 @@ class ClassesTask(Task):
         if error:
             metrics["continuous_condition_error"] = error
             metrics["regressor_test_error"] = judge.test_error
-        metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng, dataset.binarized))
+        if judge is not None:
+            metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng, dataset.binarized))
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
         metrics.update(latent_usage_results(latent_usage(*posterior_moments(backend, x_test, y_test)), figures))
@@ -316,7 +317,7 @@ class ClassesTask(Task):
 
     def summary(self, metrics: dict[str, Any]) -> str:
         parts = [f"test ELBO {metrics['test_elbo']:.2f}", f"IW-NLL (K={metrics['iw_samples']}) {metrics['test_nll_iw']:.2f}",
-                 f"FID {metrics['fid']:.2f}", f"active units {metrics['active_units']}"]
+                 *([f"FID {metrics['fid']:.2f}"] if "fid" in metrics else []), f"active units {metrics['active_units']}"]
         if "test_bits_per_dim" in metrics:
             parts.append(f"{metrics['test_bits_per_dim']:.3f} bits/dim")
         if "conditional_accuracy" in metrics:
@@ -408,9 +409,10 @@ class ClassesTask(Task):
         ]
         if "test_bits_per_dim" in m:
             lines.append(f"| the same in bits per dimension | {m['test_bits_per_dim']:.4f} |")
+        if "fid" in m:
+            lines += [f"| FID, judge's features ({m['fid_samples']} samples vs as many test images) | {m['fid']:.3f} |",
+                      f"| KID (same features and images) | {m['kid']:.4f} |"]
         lines += [
-            f"| FID, judge's features ({m['fid_samples']} samples vs as many test images) | {m['fid']:.3f} |",
-            f"| KID (same features and images) | {m['kid']:.4f} |",
             f"| active units (Cov_x(E_q[z]) > {ACTIVE_UNIT_THRESHOLD}) | {m['active_units']} of {len(m['kl_per_dim'])} |",
         ]
         for name, accuracy in m.get("per_condition_accuracy", {}).items():
@@ -437,49 +439,49 @@ class ClassesTask(Task):
 
     # -- generate -----------------------------------------------------------------------------
 
-    def needs_test_images(self, args: argparse.Namespace) -> bool:
-        return args.style_from is not None
+    def needs_test_images(self, request: GenerateRequest) -> bool:
+        return request.style_from is not None
 
-    def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
-        if args.from_test is not None:
-            raise UsageError("--from-test is for image-completion models; use --condition or --style-from")
+    def generate(self, model: Any, request: GenerateRequest, dataset: LoadedDataset | None):
+        if request.from_test is not None:
+            raise UsageError("`from_test` is for image-completion models; use `condition` or `style_from`")
         backend = as_class_model(model)
         conditions = backend.conditions
         first = first_categorical(backend.conditions)
-        if args.style_from is not None:
+        if request.style_from is not None:
             if first is None:
-                raise UsageError("--style-from needs a model with a categorical condition")
-            if not 0 <= args.style_from < len(dataset.x_test):
-                raise UsageError(f"--style-from must be in [0, {len(dataset.x_test)}), got {args.style_from}")
-            image = dataset.x_test[args.style_from].astype("float32") / 255.0
-            row = dataset.y_test[args.style_from:args.style_from + 1]
+                raise UsageError("`style_from` needs a model with a categorical condition")
+            if not 0 <= request.style_from < len(dataset.x_test):
+                raise UsageError(f"`style_from` must be in [0, {len(dataset.x_test)}), got {request.style_from}")
+            image = dataset.x_test[request.style_from].astype("float32") / 255.0
+            row = dataset.y_test[request.style_from:request.style_from + 1]
             names = list(conditions[first].values)
             grid = np.concatenate([image[np.newaxis, np.newaxis], restyle(backend, image[np.newaxis], row)], axis=1)
-            return sample_grid_figure(grid, [f"test #{args.style_from}"], title="same z, every category",
+            return sample_grid_figure(grid, [f"test #{request.style_from}"], title="same z, every category",
                                       column_labels=[f"input ({names[int(row[0, first])]})", *names])
-        given = self._given(args, conditions, first)
+        given = self._given(request, conditions, first)
         vary = default_vary(conditions, given)
         try:
             held = rows_from_mapping(conditions, given, 1)[0]
         except DataError as err:
-            raise UsageError(f"--condition: {err}") from None
+            raise UsageError(f"`condition`: {err}") from None
         rows = grid_rows(conditions, vary, held)
-        z = np.random.default_rng(args.seed).standard_normal((args.num, backend.latent_dim)).astype("float32")
+        z = np.random.default_rng(request.seed).standard_normal((request.num, backend.latent_dim)).astype("float32")
         grid = decode_grid(backend, rows.rows, z)
-        title = f"samples, seed {args.seed}" + (f" ({rows.held})" if rows.held else "")
+        title = f"samples, seed {request.seed}" + (f" ({rows.held})" if rows.held else "")
         return sample_grid_figure(grid, rows.labels, title=title)
 
     @staticmethod
-    def _given(args: argparse.Namespace, conditions: tuple[Condition, ...], first: int | None) -> dict[str, str]:
-        """--condition NAME=VALUE pairs, and --label as the first categorical condition's value."""
+    def _given(request: GenerateRequest, conditions: tuple[Condition, ...], first: int | None) -> dict[str, str]:
+        """`condition` NAME=VALUE pairs, and `label` as the first categorical condition's value."""
         given = {}
-        for text in args.condition or []:
+        for text in request.conditions:
             name, sep, value = text.partition("=")
             if not sep:
-                raise UsageError(f"--condition {text!r}: expected NAME=VALUE, e.g. labels=3")
+                raise UsageError(f"`condition` {text!r}: expected NAME=VALUE, e.g. labels=3")
             given[name] = value
-        if args.label not in (None, "all"):
+        if request.label not in (None, "all"):
             if first is None:
-                raise UsageError("--label needs a model with a categorical condition; use --condition NAME=VALUE")
-            given.setdefault(conditions[first].name, args.label)
+                raise UsageError("`label` needs a model with a categorical condition; use `condition` NAME=VALUE")
+            given.setdefault(conditions[first].name, request.label)
         return given

@@ -7,7 +7,6 @@ of its baseline."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks.base import (
     Endpoint,
     EvaluationOptions,
+    GenerateRequest,
     Task,
     check_image_shape,
     checked,
@@ -211,18 +211,18 @@ class CompletionTask(Task):
 
     # -- generate -----------------------------------------------------------------------------
 
-    def needs_test_images(self, args: argparse.Namespace) -> bool:
+    def needs_test_images(self, request: GenerateRequest) -> bool:
         return True
 
-    def generate(self, model: Any, args: argparse.Namespace, dataset: LoadedDataset | None):
-        if args.label != "all" or args.style_from is not None:
-            raise UsageError("--label and --style-from are for class-conditional models; use --from-test N")
-        if args.from_test is None:
-            raise UsageError("an image-completion model completes test images: pass --from-test N")
-        if not 1 <= args.from_test <= len(dataset.x_test):
-            raise UsageError(f"--from-test must be in [1, {len(dataset.x_test)}], got {args.from_test}")
-        examples = dataset.x_test[:args.from_test].astype("float32") / 255.0
+    def generate(self, model: Any, request: GenerateRequest, dataset: LoadedDataset | None):
+        if request.label != "all" or request.style_from is not None:
+            raise UsageError("`label` and `style_from` are for class-conditional models; use `from_test` N")
+        if request.from_test is None:
+            raise UsageError("an image-completion model completes test images: pass `from_test` N")
+        if not 1 <= request.from_test <= len(dataset.x_test):
+            raise UsageError(f"`from_test` must be in [1, {len(dataset.x_test)}], got {request.from_test}")
+        examples = dataset.x_test[:request.from_test].astype("float32") / 255.0
         latent_dim = model.latent_dim
-        noise = np.random.default_rng(args.seed).standard_normal(
-            (args.num, len(examples), latent_dim)).astype("float32")
-        return completion_figure(*self._columns(model, examples, noise), title=f"completions, seed {args.seed}")
+        noise = np.random.default_rng(request.seed).standard_normal(
+            (request.num, len(examples), latent_dim)).astype("float32")
+        return completion_figure(*self._columns(model, examples, noise), title=f"completions, seed {request.seed}")

@@ -49,8 +49,8 @@ def select_labeled(rows: np.ndarray, count: int, class_names: tuple[str, ...], s
     for label, wanted in enumerate(per_class):
         pool = np.flatnonzero(labels == label)
         if len(pool) < wanted:
-            raise DataError(f"--labeled {count}: class {class_names[label]!r} has {len(pool)} training images, "
-                            f"fewer than its share of {wanted}; lower --labeled")
+            raise DataError(f"`labeled` {count}: class {class_names[label]!r} has {len(pool)} training images, "
+                            f"fewer than its share of {wanted}; lower `labeled`")
         chosen.append(rng.choice(pool, wanted, replace=False))
     return np.sort(np.concatenate(chosen))
 
@@ -63,7 +63,7 @@ def labeled_per_batch(batch_size: int, num_labeled: int, num_train: int) -> int:
 
 
 def training_split(config: RunConfig, dataset: LoadedDataset) -> tuple[np.ndarray, np.ndarray]:
-    """The training images and rows that training uses: after --limit and the validation hold-out."""
+    """The training images and rows that training uses: after `limit` and the validation hold-out."""
     return limit_and_split(dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction)[0]
 
 
@@ -74,16 +74,16 @@ class SemiSupervisedTask(ClassesTask):
     def check(self, config: RunConfig, dataset: LoadedDataset) -> None:
         conditions = dataset.conditions
         if len(conditions) != 1 or conditions[0].kind != CATEGORICAL:
-            raise UsageError(f"--task semi_supervised needs one categorical condition (the class); {dataset.source} has "
-                             f"{', '.join(c.name for c in conditions) or 'none'}: pick one with --conditions NAME")
+            raise UsageError(f"`task` semi_supervised needs one categorical condition (the class); {dataset.source} has "
+                             f"{', '.join(c.name for c in conditions) or 'none'}: pick one with `conditions` NAME")
         num_classes, labeled = len(conditions[0].values), config.data.labeled
         _, y_train = training_split(config, dataset)
         num_train = len(y_train)
         if labeled < num_classes:
-            raise UsageError(f"--labeled {labeled} is fewer than the {num_classes} classes; every class needs a label")
+            raise UsageError(f"`labeled` {labeled} is fewer than the {num_classes} classes; every class needs a label")
         if labeled > num_train:
-            raise UsageError(f"--labeled {labeled} is more than the {num_train} training images "
-                             "(after --limit and the validation hold-out)")
+            raise UsageError(f"`labeled` {labeled} is more than the {num_train} training images "
+                             "(after `limit` and the validation hold-out)")
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
 
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> SemiSupervisedCVAE:

@@ -1,6 +1,8 @@
 """Functional-API builders for the encoder q(z | x, c) and the decoder p(x | z, c).
 
-Both take the condition as a second input and concatenate it first: the encoder joins the image
+`mlp(...)` and `conv(...)` return a matching (encoder, decoder) pair that `CVAE(encoder=...,
+decoder=...)` accepts; `CVAE(arch="mlp")` builds the same pair itself. Both networks take the
+condition as a second input and concatenate it first: the encoder joins the image
 (flattened for `mlp`, as extra channels for `conv`) with the condition vector (one-hot groups and
 standardised values), the decoder joins z with it. The conv networks' depth follows the image
 size (`conv_filters`). With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
@@ -11,7 +13,7 @@ condition planes). The model family is the same (the first layer's weights absor
 Adam moves every weight by about the learning rate per step, so a one-hot input of 1 next to 784
 pixels or 20 unit-variance z's is learnt slowly, and the encoder puts the class into z instead.
 The decoder then follows z rather than the label. ONE_HOT_SCALE is what the class-conditional CVAE
-uses (its measured effect: README, Results).
+uses (its measured effect: benchmarks/results/condition_scale.md).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def build_encoder(
     """
     image = keras.Input(tuple(image_shape), name="image")
     # The conv encoder's condition planes stay unscaled: constant planes of 10 beside pixels in
-    # [0, 1] throw the first conv off balance (README, Results).
+    # [0, 1] throw the first conv off balance (benchmarks/results/condition_scale.md).
     condition, scaled = _condition_input(num_conditions, condition_scale if arch == "mlp" else 1.0)
     h = _image_features(image, scaled, arch, hidden_units)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
@@ -151,6 +153,50 @@ def build_decoder(
         raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
     inputs = [z, condition] if condition is not None else [z]
     return keras.Model(inputs, logits, name=name)
+
+
+def mlp(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
+        hidden_units: Sequence[int] = (400,), outputs_per_channel: int = 1,
+        condition_scale: float = ONE_HOT_SCALE) -> tuple[keras.Model, keras.Model]:
+    """The dense (encoder, decoder) pair: the flattened image joined with the condition vector.
+
+    Args:
+        image_shape: tuple of 3 ints. H, W, C. Defaults to (28, 28, 1).
+        condition_width: int. Length of the condition vector; 0 for a plain VAE's networks
+            (one input each). Defaults to 10.
+        latent_dim: int. Size of z. Defaults to 20.
+        hidden_units: sequence of ints. The encoder's dense layers, mirrored in the decoder.
+            Defaults to (400,).
+        outputs_per_channel: int. The likelihood's parameters per channel (1 for Bernoulli and
+            Gaussian, 2 for the discretized logistic). Defaults to 1.
+        condition_scale: float. Factor on the condition vector before it is concatenated.
+            Defaults to ONE_HOT_SCALE.
+
+    Example:
+        >>> encoder, decoder = mlp((32, 32, 3), condition_width=5, latent_dim=16)
+        >>> model = CVAE(image_shape=(32, 32, 3), num_classes=5, latent_dim=16, encoder=encoder, decoder=decoder)
+    """
+    return _pair(image_shape, condition_width, latent_dim, "mlp", hidden_units, outputs_per_channel, condition_scale)
+
+
+def conv(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
+         hidden_units: Sequence[int] = (128,), outputs_per_channel: int = 1,
+         condition_scale: float = ONE_HOT_SCALE) -> tuple[keras.Model, keras.Model]:
+    """The convolutional (encoder, decoder) pair: stride-2 convolutions (`conv_filters`) with the
+    condition tiled over the image as extra channels, transposed convolutions back. Arguments as
+    `mlp`'s; `condition_scale` applies to the dense concatenations only."""
+    return _pair(image_shape, condition_width, latent_dim, "conv", hidden_units, outputs_per_channel, condition_scale)
+
+
+def _pair(image_shape: Sequence[int], condition_width: int, latent_dim: int, arch: str,
+          hidden_units: Sequence[int], outputs_per_channel: int,
+          condition_scale: float) -> tuple[keras.Model, keras.Model]:
+    args = (tuple(image_shape), int(condition_width), int(latent_dim), arch, tuple(hidden_units))
+    return (build_encoder(*args, condition_scale=condition_scale),
+            build_decoder(*args, condition_scale=condition_scale, outputs_per_channel=outputs_per_channel))
+
+
+NETWORKS = {"mlp": mlp, "conv": conv}  # the built-in pairs by `arch` name
 
 
 def build_baseline(image_shape: Sequence[int], hidden_units: Sequence[int]) -> keras.Model:
