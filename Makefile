@@ -1,4 +1,5 @@
-# The README's two commands: `make train` and `make test`. Both set everything up first.
+# The README's two commands: `make train` and `make test` (lint, import contracts, the suite, the
+# installed wheel). Both set everything up first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ EPOCHS ?= 100
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test lint clean
+.PHONY: setup data train test lint wheel-check clean
 
 setup: $(VENV)/.installed data
 
@@ -31,6 +32,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	PYTHON=$(PYTHON) bash tests/check_wheel.sh
+
+wheel-check: setup
+	PYTHON=$(PYTHON) bash tests/check_wheel.sh
 
 lint: setup
 	$(BIN)/ruff check .
