@@ -62,8 +62,8 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixe
     trained in float32 on one replica.
 
     On a CPU, XLA speeds up the float32 MLP but its convolutions are slower than oneDNN's and it
-    has no bfloat16 matrix kernels of oneDNN's kind (the figures: README, Speed). XLA cannot
-    compile the all-reduce of several CPU replicas at all.
+    has no bfloat16 matrix kernels of oneDNN's kind (benchmarks/results/train_speed_ablation.md).
+    XLA cannot compile the all-reduce of several CPU replicas at all.
     """
     gpu = has_gpu()
     if setting and replicas > 1 and not gpu:

@@ -5,9 +5,9 @@ It is trained once per dataset on the real training set and cached (weights plus
 the real test set), so every evaluation of every model is scored by the same judge.
 
 Half of its training images are Gaussian-blurred (σ from 0.3 to 1.5 px). A decoder's mean image is
-smooth, and a judge that has seen only sharp images takes smoothness for a class (README,
-Results). The accuracy metric should ask whether a sample shows its class; sharpness is what the
-NLL measures.
+smooth, and a judge that has seen only sharp images takes smoothness for a class
+(benchmarks/results/reference_run.md). The accuracy metric should ask whether a sample shows its
+class; sharpness is what the NLL measures.
 The cached figures include the accuracy on blurred real test images (σ = 1), to show how far the
 judge is from blur-blind.
 """

@@ -60,7 +60,7 @@ class KerasBackend:
         self._encode = tf.function(model.encode, reduce_retracing=True)
         self._decode = tf.function(model.decode, reduce_retracing=True)
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
-        # Not XLA: on a CPU its matrix products are slower than oneDNN's here (README, Quality).
+        # Not XLA: on a CPU its matrix products are slower than oneDNN's here (benchmarks/results/literature_quality.md).
         self._log_weights = tf.function(model.log_importance_weights, reduce_retracing=True)
         if hasattr(model, "classify"):
             self._classify = tf.function(model.classify, reduce_retracing=True)

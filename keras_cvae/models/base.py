@@ -2,8 +2,10 @@
 test steps) and the distribution helpers its subclasses build their ELBO from.
 
 Reductions, stated once: log-probabilities are summed over pixels and latent dimensions (nats
-per image), then averaged over the batch. A subclass's `compute_terms` is the single place its
-ELBO terms are computed; `train_step`, `test_step` and evaluation all go through it.
+per image), then averaged over the batch. A subclass's `compute_terms` is where its loss and
+ELBO terms are computed for `train_step` and `test_step`. Evaluation works on exports too, which
+have no `compute_terms`: it composes the model's `encode`, `log_likelihood` and
+`log_importance_weights` (evaluation.estimators).
 """
 
 from __future__ import annotations
