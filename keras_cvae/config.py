@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
+ACTIVATIONS = ("relu", "gated", "softplus")  # networks.ACTIVATIONS
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "classes": p(x | class); "completion": complete an image from some of its quadrants;
 # "semi_supervised": p(x | class) from a few labels, the class latent elsewhere (M2).
@@ -165,6 +166,9 @@ class ModelConfig:
     arch: str = setting("mlp", "network architecture", parse=str, choices=ARCHITECTURES)
     hidden_units: tuple[int, ...] | None = setting(
         None, "dense layer sizes, e.g. 400 or 512,512 (default mlp 400, conv 128)", parse=hidden_units)
+    activation: str = setting("relu", "hidden layers' activation; gated: (W x + b) ⊙ σ(V x + c), as VampPrior's",
+                              parse=str, choices=ACTIVATIONS,
+                              used_when=(lambda c: not _completion(c), "`task=completion` (ReLU networks)"))
     latent_dim: int = setting(20, "size of z", parse=int)
     likelihood: str = setting("bernoulli", "pixel likelihood", parse=str, choices=LIKELIHOODS,
                               used_when=(lambda c: not _completion(c), "`task` completion (Bernoulli pixels only)"))
@@ -197,6 +201,8 @@ class ModelConfig:
     def validate(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"`arch` must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"`activation` must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"`likelihood` must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
         if self.latent_dim < 1:

@@ -29,6 +29,21 @@ SMALLEST_SIDE = 8  # the conv encoder halves the image until its shorter side is
 ONE_HOT_SCALE = 10.0
 
 
+ACTIVATIONS = ("relu", "gated", "softplus")
+
+
+def dense(h: keras.KerasTensor, units: int, activation: str, name: str) -> keras.KerasTensor:
+    """One hidden dense layer. "gated" is h = (W x + b) ⊙ σ(V x + c), as in VampPrior's networks
+    (Tomczak & Welling 2018): two Dense layers and a Multiply, no Lambda."""
+    if activation == "gated":
+        linear = layers.Dense(units, name=f"{name}_linear")(h)
+        gate = layers.Dense(units, activation="sigmoid", name=f"{name}_gate")(h)
+        return layers.Multiply(name=name)([linear, gate])
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    return layers.Dense(units, activation=activation, name=name)(h)
+
+
 def conv_filters(height: int, width: int) -> tuple[int, ...]:
     """The conv encoder's stride-2 layers for an image size, as their filter counts: one layer per
     halving until the shorter side is at most SMALLEST_SIDE (28 → 14 → 7: two, as in keras-io's
@@ -58,6 +73,7 @@ def build_encoder(
     hidden_units: Sequence[int],
     name: str = "encoder",
     condition_scale: float = 1.0,
+    activation: str = "relu",
 ) -> keras.Model:
     """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim].
 
@@ -68,7 +84,7 @@ def build_encoder(
     # The conv encoder's condition planes stay unscaled: constant planes of 10 beside pixels in
     # [0, 1] throw the first conv off balance (benchmarks/results/condition_scale.md).
     condition, scaled = _condition_input(num_conditions, condition_scale if arch == "mlp" else 1.0)
-    h = _image_features(image, scaled, arch, hidden_units)
+    h = _image_features(image, scaled, arch, hidden_units, activation)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
     inputs = [image, condition] if condition is not None else [image]
@@ -76,7 +92,7 @@ def build_encoder(
 
 
 def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | None, arch: str,
-                    hidden_units: Sequence[int]) -> keras.KerasTensor:
+                    hidden_units: Sequence[int], activation: str = "relu") -> keras.KerasTensor:
     """The encoders' trunk: the image (flattened for `mlp`; through stride-2 convs for `conv`, the
     condition tiled over the plane as extra channels) joined with the condition, then the hidden
     dense layers."""
@@ -98,15 +114,15 @@ def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | Non
     else:
         raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
     for i, units in enumerate(hidden_units):
-        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+        h = dense(h, units, activation, f"hidden_{i}")
     return h
 
 
 def build_classifier(image_shape: Sequence[int], num_classes: int, arch: str, hidden_units: Sequence[int],
-                     name: str = "classifier") -> keras.Model:
+                     name: str = "classifier", activation: str = "relu") -> keras.Model:
     """The semi-supervised model's q(y | x): the encoder's trunk without a condition → class logits [N, K]."""
     image = keras.Input(tuple(image_shape), name="image")
-    logits = layers.Dense(num_classes, name="logits")(_image_features(image, None, arch, hidden_units))
+    logits = layers.Dense(num_classes, name="logits")(_image_features(image, None, arch, hidden_units, activation))
     return keras.Model(image, logits, name=name)
 
 
@@ -119,6 +135,7 @@ def build_decoder(
     name: str = "decoder",
     condition_scale: float = 1.0,
     outputs_per_channel: int = 1,
+    activation: str = "relu",
 ) -> keras.Model:
     """The decoder: (z, condition) → logits (Bernoulli) or means' logits, [N, H, W, C·outputs_per_channel].
 
@@ -129,7 +146,7 @@ def build_decoder(
     condition, scaled = _condition_input(num_conditions, condition_scale)
     h = layers.Concatenate(name="z_and_condition")([z, scaled]) if condition is not None else z
     for i, units in enumerate(reversed(tuple(hidden_units))):
-        h = layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+        h = dense(h, units, activation, f"hidden_{i}")
     out_channels = channels * outputs_per_channel
     if arch == "mlp":
         h = layers.Dense(height * width * out_channels, name="logits_flat")(h)
@@ -157,7 +174,7 @@ def build_decoder(
 
 def mlp(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
         hidden_units: Sequence[int] = (400,), outputs_per_channel: int = 1,
-        condition_scale: float = ONE_HOT_SCALE) -> tuple[keras.Model, keras.Model]:
+        condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
     """The dense (encoder, decoder) pair: the flattened image joined with the condition vector.
 
     Args:
@@ -171,29 +188,35 @@ def mlp(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, lat
             Gaussian, 2 for the discretized logistic). Defaults to 1.
         condition_scale: float. Factor on the condition vector before it is concatenated.
             Defaults to ONE_HOT_SCALE.
+        activation: str. The hidden layers' activation: "relu", "softplus" or "gated" (see
+            `dense`). Defaults to "relu".
 
     Example:
         >>> encoder, decoder = mlp((32, 32, 3), condition_width=5, latent_dim=16)
         >>> model = CVAE(image_shape=(32, 32, 3), num_classes=5, latent_dim=16, encoder=encoder, decoder=decoder)
     """
-    return _pair(image_shape, condition_width, latent_dim, "mlp", hidden_units, outputs_per_channel, condition_scale)
+    return _pair(image_shape, condition_width, latent_dim, "mlp", hidden_units, outputs_per_channel, condition_scale,
+                 activation)
 
 
 def conv(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
          hidden_units: Sequence[int] = (128,), outputs_per_channel: int = 1,
-         condition_scale: float = ONE_HOT_SCALE) -> tuple[keras.Model, keras.Model]:
+         condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
     """The convolutional (encoder, decoder) pair: stride-2 convolutions (`conv_filters`) with the
     condition tiled over the image as extra channels, transposed convolutions back. Arguments as
-    `mlp`'s; `condition_scale` applies to the dense concatenations only."""
-    return _pair(image_shape, condition_width, latent_dim, "conv", hidden_units, outputs_per_channel, condition_scale)
+    `mlp`'s; `condition_scale` applies to the dense concatenations only, `activation` to the
+    dense hidden layers (the convolutions are ReLU)."""
+    return _pair(image_shape, condition_width, latent_dim, "conv", hidden_units, outputs_per_channel, condition_scale,
+                 activation)
 
 
 def _pair(image_shape: Sequence[int], condition_width: int, latent_dim: int, arch: str,
-          hidden_units: Sequence[int], outputs_per_channel: int,
-          condition_scale: float) -> tuple[keras.Model, keras.Model]:
+          hidden_units: Sequence[int], outputs_per_channel: int, condition_scale: float,
+          activation: str) -> tuple[keras.Model, keras.Model]:
     args = (tuple(image_shape), int(condition_width), int(latent_dim), arch, tuple(hidden_units))
-    return (build_encoder(*args, condition_scale=condition_scale),
-            build_decoder(*args, condition_scale=condition_scale, outputs_per_channel=outputs_per_channel))
+    return (build_encoder(*args, condition_scale=condition_scale, activation=activation),
+            build_decoder(*args, condition_scale=condition_scale, outputs_per_channel=outputs_per_channel,
+                          activation=activation))
 
 
 NETWORKS = {"mlp": mlp, "conv": conv}  # the built-in pairs by `arch` name

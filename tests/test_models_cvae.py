@@ -9,13 +9,7 @@ import tensorflow as tf
 
 from conftest import assert_keras_round_trip
 from keras_cvae.conditions import CATEGORICAL, CONTINUOUS, Condition
-from keras_cvae.models.base import (
-    INITIAL_LOGISTIC_SCALE,
-    LOG_VAR_BOUND,
-    MIN_LOGISTIC_SCALE,
-    condition_vector,
-    discretized_logistic_log_prob,
-)
+from keras_cvae.models.base import LOG_VAR_BOUND, condition_vector
 from keras_cvae.models.cvae import CVAE
 
 
@@ -65,7 +59,7 @@ def test_gaussian_reconstruction_is_summed_normal_nll():
     images, labels = batch()
     z = np.zeros((6, 3), "float32")
     mean = model.decode(z, labels).numpy().astype("float64")
-    sigma = 0.01 + np.log1p(np.exp(model.pixel_scale_raw.numpy().astype("float64")))
+    sigma = 0.01 + np.log1p(np.exp(model.likelihood.pixel_scale_raw.numpy().astype("float64")))
     nll = (0.5 * ((images - mean) / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(-model.log_likelihood(images, labels, z).numpy(), nll, rtol=1e-4)
 
@@ -143,14 +137,16 @@ def test_config_round_trip_gives_same_decode(arch):
     np.testing.assert_allclose(clone.decode(z, labels), model.decode(z, labels), atol=1e-6)
 
 
-def test_keras_file_round_trip_in_safe_mode(tmp_path):
+@pytest.mark.parametrize("arguments", [{"arch": "conv"}, {"activation": "gated", "hidden_units": (8, 8)}])
+def test_keras_file_round_trip_in_safe_mode(tmp_path, arguments):
     z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
     labels = np.array([1, 2, 3, 4])
 
     def same_decode(loaded, model):
+        assert loaded.activation == model.activation
         np.testing.assert_allclose(loaded.decode(z, labels), model.decode(z, labels), atol=1e-6)
 
-    assert_keras_round_trip(small_model(arch="conv"), *batch(16), tmp_path / "m.keras", same_decode)
+    assert_keras_round_trip(small_model(**arguments), *batch(16), tmp_path / "m.keras", same_decode)
 
 
 def test_mixed_precision_computes_in_bfloat16_but_keeps_losses_and_export_float32():
@@ -207,32 +203,6 @@ def test_every_condition_reaches_both_networks_and_survives_a_round_trip(tmp_pat
                                    rtol=1e-5)
 
     assert_keras_round_trip(model, images, rows, tmp_path / "mixed.keras", same)
-
-
-def test_discretized_logistic_is_a_probability_mass_with_pixelcnn_bins():
-    values = np.arange(256, dtype="float32")[:, None]
-    for loc_logit, scale_raw in ((0.3, -1.0), (-2.0, 0.5), (4.0, -4.0)):
-        log_p = discretized_logistic_log_prob(values / 255.0, np.full_like(values, loc_logit),
-                                              np.full_like(values, scale_raw)).numpy()[:, 0].astype("float64")
-        assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-4)
-        # By hand: P(x) = F(x + ½) − F(x − ½), the end bins taking the tails.
-        loc = 255.0 / (1.0 + np.exp(-loc_logit))
-        scale = MIN_LOGISTIC_SCALE + INITIAL_LOGISTIC_SCALE * np.exp(scale_raw)
-        inner = 0.5 * (1.0 + np.tanh((np.arange(255) + 0.5 - loc) / (2.0 * scale)))  # the logistic CDF at the bin edges
-        edges = np.concatenate([[0.0], inner, [1.0]])
-        expected = np.log(np.maximum(np.diff(edges), 1e-300))
-        finite = expected > -30
-        np.testing.assert_allclose(log_p[finite], expected[finite], atol=2e-3)
-
-
-def test_discretized_logistic_gradients_stay_finite_at_the_extremes():
-    pixels = tf.constant([[0.0], [1.0], [0.0], [128 / 255.0]])
-    loc_logits = tf.Variable([[8.0], [-8.0], [0.0], [0.0]])
-    scale_raw = tf.Variable([[-10.0], [-10.0], [6.0], [-10.0]])
-    with tf.GradientTape() as tape:
-        total = tf.reduce_sum(discretized_logistic_log_prob(pixels, loc_logits, scale_raw))
-    assert np.isfinite(total.numpy())
-    assert all(np.all(np.isfinite(g.numpy())) for g in tape.gradient(total, [loc_logits, scale_raw]))
 
 
 def test_no_conditions_is_a_plain_vae():

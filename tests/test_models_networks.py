@@ -91,3 +91,32 @@ def test_conv_encoder_leaves_its_condition_planes_unscaled():
     inputs = [np.random.rand(3, *IMAGE_SHAPE).astype("float32"), np.eye(10, dtype="float32")[[0, 4, 9]]]
     for a, b in zip(keras.tree.flatten(scaled(inputs)), keras.tree.flatten(plain(inputs))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus", "gated"])
+def test_hidden_layers_compute_their_activation(activation):
+    from keras_cvae.networks import mlp
+
+    encoder, decoder = mlp(IMAGE_SHAPE, condition_width=0, latent_dim=3, hidden_units=(5,), activation=activation)
+    x = np.random.default_rng(0).random((4, *IMAGE_SHAPE)).astype("float32")
+    flat = x.reshape(4, -1).astype("float64")
+
+    def affine(name):
+        kernel, bias = (w.astype("float64") for w in encoder.get_layer(name).get_weights())
+        return flat @ kernel + bias
+
+    if activation == "gated":  # h = (W x + b) ⊙ σ(V x + c)
+        expected = affine("hidden_0_linear") / (1.0 + np.exp(-affine("hidden_0_gate")))
+    else:
+        pre = affine("hidden_0")
+        expected = np.maximum(pre, 0.0) if activation == "relu" else np.log1p(np.exp(pre))
+    hidden = keras.Model(encoder.inputs, encoder.get_layer("hidden_0").output)
+    np.testing.assert_allclose(hidden(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert decoder(np.zeros((2, 3), "float32")).shape == (2, *IMAGE_SHAPE)
+
+
+def test_an_unknown_activation_is_refused_with_the_choices():
+    from keras_cvae.networks import mlp
+
+    with pytest.raises(ValueError, match="activation must be one of relu, gated, softplus, got 'tanh'"):
+        mlp(activation="tanh")

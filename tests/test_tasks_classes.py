@@ -46,7 +46,7 @@ def test_build_model_takes_every_model_setting_from_the_config():
     config.model.arch, config.model.latent_dim, config.model.hidden_units = "conv", 3, (16,)
     config.model.likelihood, config.model.beta, config.model.conditional = "gaussian", 2.0, False
     model = ClassesTask().build_model(config, tiny_dataset())
-    assert (model.arch, model.latent_dim, model.hidden_units, model.likelihood, model.beta, model.conditional) == (
+    assert (model.arch, model.latent_dim, model.hidden_units, model.likelihood_name, model.beta, model.conditional) == (
         "conv", 3, (16,), "gaussian", 2.0, False)
     assert model.num_classes == 3 and model.class_names == ("a", "b", "c")
 

@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Iterator
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -26,13 +25,6 @@ tfd = tfp.distributions
 # The posterior's log-variance is squashed softly into [-LOG_VAR_BOUND, LOG_VAR_BOUND]
 # (σ between e^-5 and e^5) with a scaled tanh: it keeps exp() finite and gradients alive.
 LOG_VAR_BOUND = 10.0
-# The Gaussian likelihood's per-pixel σ = MIN_PIXEL_SCALE + softplus(raw): a floor keeps the
-# density of pixels that are exactly 0 or 1 from growing without bound.
-MIN_PIXEL_SCALE = 0.01
-# The discretized logistic's scale, in pixel units (of 255): at least MIN, exp(raw) times the
-# initial scale, at most MAX. An untrained decoder misses pixels by ~100 levels; starting at a scale
-# of 16 keeps the first losses (and the KL they drive) in hundreds of nats per image, not 10⁵.
-MIN_LOGISTIC_SCALE, INITIAL_LOGISTIC_SCALE, MAX_LOGISTIC_SCALE = 0.01, 16.0, 256.0
 # Noise draws one train step may make before the next step's seeds begin (see _seed_for_step).
 DRAWS_PER_STEP = 16
 
@@ -216,15 +208,6 @@ class VariationalModel(keras.Model):
         return copy
 
 
-def bernoulli_log_prob(pixels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """`tfd.Bernoulli(logits).log_prob(pixels)` per pixel (pixels in [0, 1]), in one fused kernel.
-
-    x·log σ(l) + (1 − x)·log(1 − σ(l)) = −sigmoid_cross_entropy(x, l). TFP's version builds both
-    log-probabilities and two `multiply_no_nan`s; this one cut a compiled MLP step by a tenth.
-    """
-    return -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(pixels, logits.dtype), logits=logits)
-
-
 def kl_per_dimension(posterior: tfd.Distribution, prior: tfd.Distribution) -> tf.Tensor:
     """KL(q ‖ p) of each latent dimension, [N, L], for diagonal Gaussians q and p: their sum over
     dimensions is `tfd.kl_divergence(q, p)`."""
@@ -264,22 +247,3 @@ def condition_vector(rows: tf.Tensor, conditions: tuple[Condition, ...]) -> tf.T
         else:
             parts.append(((column - condition.mean) / condition.std)[:, tf.newaxis])
     return tf.concat(parts, axis=1)
-
-
-def discretized_logistic_log_prob(pixels: tf.Tensor, loc_logits: tf.Tensor, scale_raw: tf.Tensor) -> tf.Tensor:
-    """log P(x) per pixel of 8-bit pixels (pixels·255 in {0, …, 255}): a logistic with location
-    255·σ(loc_logits) and scale MIN_LOGISTIC_SCALE + INITIAL_LOGISTIC_SCALE·exp(scale_raw)
-    (capped at MAX_LOGISTIC_SCALE), in pixel units,
-    discretised into unit bins centred on the integers, the end bins taking the tails
-    (PixelCNN++, Salimans et al. 2017). A probability mass, so its NLL is a true NLL in nats.
-
-    `tfd.QuantizedDistribution` gives P(Y = y) = P(y − 1 < X ≤ y); with X = L − ½ that is
-    P(y − ½ < L ≤ y + ½) for the logistic L.
-    """
-    values = tf.round(tf.cast(pixels, tf.float32) * 255.0)
-    loc_logits, scale_raw = tf.cast(loc_logits, tf.float32), tf.cast(scale_raw, tf.float32)
-    loc = 255.0 * tf.sigmoid(loc_logits)
-    log_scale = tf.minimum(scale_raw + float(np.log(INITIAL_LOGISTIC_SCALE)), float(np.log(MAX_LOGISTIC_SCALE)))
-    scale = MIN_LOGISTIC_SCALE + tf.exp(log_scale)
-    distribution = tfd.QuantizedDistribution(tfd.Logistic(loc - 0.5, scale), low=0.0, high=255.0)
-    return distribution.log_prob(values)

@@ -27,9 +27,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.config import OBJECTIVES
+from keras_cvae.likelihoods import Bernoulli
 from keras_cvae.models.base import (
     VariationalModel,
-    bernoulli_log_prob,
     bounded_log_var,
     free_bits_kl,
     gaussian_posterior,
@@ -93,6 +93,7 @@ class CompletionCVAE(VariationalModel):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.class_names = tuple(class_names or ())
         self.visible = visible_mask(self.image_shape, self.quadrants)  # numpy: a constant in every graph
+        self.likelihood = Bernoulli(self.image_shape, name="bernoulli_likelihood")
 
         pixels = int(np.prod(self.image_shape))
         shape, units = self.image_shape, self.hidden_units
@@ -131,7 +132,7 @@ class CompletionCVAE(VariationalModel):
 
     def missing_log_likelihood(self, images: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """log p(y | ·): Bernoulli log-probabilities summed over the missing pixels, [N]."""
-        per_pixel = bernoulli_log_prob(images, logits)
+        per_pixel = self.likelihood.pixel_log_prob(images, logits)
         return tf.reduce_sum(per_pixel * (1.0 - self.visible), axis=[1, 2, 3])
 
     def _gaussian(self, network: keras.Model, inputs: list[tf.Tensor], training: bool) -> tfd.Distribution:

@@ -11,14 +11,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.conditions import Condition, class_labels, class_names
-from keras_cvae.config import LIKELIHOODS
+from keras_cvae.likelihoods import Gaussian, get_likelihood
 from keras_cvae.models.base import (
-    MIN_PIXEL_SCALE,
     VariationalModel,
-    bernoulli_log_prob,
     bounded_log_var,
     condition_vector,
-    discretized_logistic_log_prob,
     free_bits_kl,
     gaussian_posterior,
     kl_per_dimension,
@@ -44,6 +41,8 @@ class CVAE(VariationalModel):
             `encoder` and `decoder` are not given. Defaults to "mlp".
         hidden_units: sequence of ints. Dense layer sizes of the built-in encoder (mirrored in the
             decoder). Defaults to (400,).
+        activation: str. The built-in networks' hidden-layer activation: "relu", "softplus" or
+            "gated" (h = (W x + b) ⊙ σ(V x + c), VampPrior's). Defaults to "relu".
         likelihood: str. "bernoulli" (logits), "gaussian" (sigmoid mean, learned per-pixel σ) or
             "discretized_logistic" (8-bit pixels, PixelCNN++'s likelihood, one logistic per pixel
             with its mean and scale from the decoder). Defaults to "bernoulli".
@@ -93,11 +92,10 @@ class CVAE(VariationalModel):
         free_bits: float = 0.0,
         encoder: keras.Model | dict[str, Any] | None = None,
         decoder: keras.Model | dict[str, Any] | None = None,
+        activation: str = "relu",
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         self.image_shape = tuple(int(d) for d in image_shape)
         if conditions is None:
             conditions = [class_labels(class_names or [str(i) for i in range(num_classes or 10)])]
@@ -105,7 +103,8 @@ class CVAE(VariationalModel):
         self.latent_dim = int(latent_dim)
         self.arch = arch
         self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.likelihood = likelihood
+        self.activation = activation
+        self.likelihood = get_likelihood(likelihood, self.image_shape)
         self.beta = float(beta)
         self.free_bits = float(free_bits)
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
@@ -122,12 +121,7 @@ class CVAE(VariationalModel):
         else:
             self.encoder, self.decoder = NETWORKS[arch](
                 self.image_shape, self.condition_width, self.latent_dim, self.hidden_units,
-                outputs_per_channel=self.outputs_per_channel)
-        if likelihood == "gaussian":
-            self.pixel_scale_raw = self.add_weight(
-                name="pixel_scale_raw", shape=self.image_shape,
-                initializer=keras.initializers.Constant(-2.3),  # σ ≈ 0.1 at the start
-            )
+                outputs_per_channel=self.outputs_per_channel, activation=activation)
         self.built = True
 
     # -- configuration ----------------------------------------------------------------------
@@ -140,7 +134,8 @@ class CVAE(VariationalModel):
             "latent_dim": self.latent_dim,
             "arch": self.arch,
             "hidden_units": list(self.hidden_units),
-            "likelihood": self.likelihood,
+            "activation": self.activation,
+            "likelihood": self.likelihood_name,
             "beta": self.beta,
             "conditional": self.conditional,
             "seed": self.seed,
@@ -149,6 +144,16 @@ class CVAE(VariationalModel):
                 "decoder": keras.saving.serialize_keras_object(self.decoder)} if self.custom_networks else {}),
         }
 
+    def load_own_variables(self, store) -> None:
+        """Also reads a `.keras` file written by keras_cvae 0.1, whose Gaussian models kept the
+        likelihood's σ weight on the model itself (stored before `kl_weight`)."""
+        if len(store.keys()) == 2 and isinstance(self.likelihood, Gaussian):
+            self.likelihood.pixel_scale_raw.assign(store["0"])
+            self.kl_weight.assign(store["1"])
+            self.likelihood.loaded_by_model = True
+            return
+        super().load_own_variables(store)
+
     @property
     def condition_width(self) -> int:
         """Length of the condition vector the networks take (0 for a plain VAE)."""
@@ -156,8 +161,13 @@ class CVAE(VariationalModel):
 
     @property
     def outputs_per_channel(self) -> int:
-        """The decoder's parameters per image channel: the discretized logistic has a mean and a scale."""
-        return 2 if self.likelihood == "discretized_logistic" else 1
+        """The decoder's outputs per image channel: the likelihood's parameters."""
+        return self.likelihood.parameters_per_channel
+
+    @property
+    def likelihood_name(self) -> str:
+        """The `likelihood` argument: the likelihood's name in `likelihoods.LIKELIHOODS`."""
+        return self.likelihood.name.removesuffix("_likelihood")
 
     def _check_networks(self) -> None:
         """A ValueError naming the network and both shapes when a given encoder or decoder does
@@ -218,8 +228,7 @@ class CVAE(VariationalModel):
         return self._mean_image(self.decoder_logits(z, labels))
 
     def _mean_image(self, outputs: tf.Tensor) -> tf.Tensor:
-        # The discretized logistic's mean is its location, the first half of the channels.
-        return tf.sigmoid(outputs[..., :self.image_shape[-1]])
+        return self.likelihood.mean(outputs)
 
     posterior = staticmethod(gaussian_posterior)
 
@@ -227,17 +236,8 @@ class CVAE(VariationalModel):
         return standard_normal_prior(batch_size, self.latent_dim)
 
     def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """log p(x | z, c) per image, [N]: independent pixels, log-probabilities summed over H, W, C."""
-        logits = self.decoder_logits(z, labels, training=training)
-        if self.likelihood == "bernoulli":
-            per_pixel = bernoulli_log_prob(images, logits)
-        elif self.likelihood == "gaussian":
-            scale = MIN_PIXEL_SCALE + tf.nn.softplus(self.pixel_scale_raw)
-            per_pixel = tfd.Normal(loc=tf.sigmoid(logits), scale=scale).log_prob(images)
-        else:
-            channels = self.image_shape[-1]
-            per_pixel = discretized_logistic_log_prob(images, logits[..., :channels], logits[..., channels:])
-        return tf.reduce_sum(per_pixel, axis=[1, 2, 3])
+        """log p(x | z, c) per image, [N]: independent pixels (the model's `likelihood`)."""
+        return self.likelihood.log_prob(images, self.decoder_logits(z, labels, training=training))
 
     # -- the objective ------------------------------------------------------------------------
 

@@ -68,7 +68,8 @@ class SemiSupervisedCVAE(CVAE):
             raise ValueError(f"num_labeled must be in [1, num_train={num_train}], got {num_labeled}")
         self.num_labeled, self.num_train = int(num_labeled), int(num_train)
         self.classifier_weight = float(classifier_weight)
-        self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units)
+        self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units,
+                                           activation=self.activation)
         self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
 
     def get_config(self) -> dict:

@@ -35,6 +35,7 @@ from keras_cvae.evaluation.estimators import (
 )
 from keras_cvae.evaluation.report import Figures, standard_error, write_evaluation
 from keras_cvae.evaluation.sample_quality import frechet_distance, kernel_distance
+from keras_cvae.likelihoods import LIKELIHOODS
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.plotting import (
     elbo_curve_figure,
@@ -58,7 +59,6 @@ from keras_cvae.tasks.conditioning import checked_rows, condition_specs, decode_
 
 CONDITIONS_ASSET = "conditions.json"
 BITS_PER_NAT = 1.0 / np.log(2.0)
-DISCRETE_LIKELIHOODS = ("discretized_logistic",)  # a probability mass over 8-bit pixels
 
 
 class SampleGrid(keras.callbacks.Callback):
@@ -138,7 +138,8 @@ class ClassesTask(Task):
         """CVAE's constructor arguments for a run's config and data."""
         m = config.model
         return {"image_shape": dataset.x_train.shape[1:], "conditions": dataset.conditions, "latent_dim": m.latent_dim,
-                "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "likelihood": m.likelihood, "beta": m.beta,
+                "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "activation": m.activation,
+                "likelihood": m.likelihood, "beta": m.beta,
                 "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
@@ -241,7 +242,7 @@ class ClassesTask(Task):
             "seed": int(options.seed),
             "dataset": dataset.source,
         }
-        if likelihood in DISCRETE_LIKELIHOODS:
+        if LIKELIHOODS[likelihood].discrete:
             # A probability mass over 8-bit values: −log2 p(x) per pixel and channel.
             metrics["test_bits_per_dim"] = metrics["test_nll_iw"] * BITS_PER_NAT / float(np.prod(backend.image_shape))
         if accuracy:
