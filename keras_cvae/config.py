@@ -22,6 +22,7 @@ from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("relu", "gated", "softplus")  # networks.ACTIVATIONS
+PRIORS = ("standard",)  # priors.PRIORS
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "classes": p(x | class); "completion": complete an image from some of its quadrants;
 # "semi_supervised": p(x | class) from a few labels, the class latent elsewhere (M2).
@@ -170,6 +171,8 @@ class ModelConfig:
                               parse=str, choices=ACTIVATIONS,
                               used_when=(lambda c: not _completion(c), "`task=completion` (ReLU networks)"))
     latent_dim: int = setting(20, "size of z", parse=int)
+    prior: str = setting("standard", "p(z | c): standard is N(0, I)", parse=str, choices=PRIORS,
+                         used_when=(lambda c: not _completion(c), "`task=completion` (its prior is a network)"))
     likelihood: str = setting("bernoulli", "pixel likelihood", parse=str, choices=LIKELIHOODS,
                               used_when=(lambda c: not _completion(c), "`task` completion (Bernoulli pixels only)"))
     beta: float = setting(1.0, "weight of the KL term", parse=float,
@@ -201,6 +204,8 @@ class ModelConfig:
     def validate(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"`arch` must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"`prior` must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"`activation` must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.likelihood not in LIKELIHOODS:

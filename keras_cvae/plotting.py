@@ -117,13 +117,15 @@ def captioned_images_figure(images: np.ndarray, captions: Sequence[str], title: 
     return figure
 
 
-def latent_usage_figure(kl_per_dim: np.ndarray, activity: np.ndarray, threshold: float) -> plt.Figure:
-    """Two bar charts over the latent dimensions: the mean KL to the prior (nats) and the activity
-    Cov_x(E_q[z]) (log scale, with the active-unit threshold), dimensions sorted by activity."""
+def latent_usage_figure(kl_per_dim: np.ndarray | None, activity: np.ndarray, threshold: float) -> plt.Figure:
+    """Two bar charts over the latent dimensions: the mean KL to the prior (nats; empty where the
+    prior does not factorise) and the activity Cov_x(E_q[z]) (log scale, with the active-unit
+    threshold), dimensions sorted by activity."""
     order = np.argsort(-activity)
     figure, (kl_axis, activity_axis) = plt.subplots(2, 1, figsize=(max(4.0, 0.3 * len(order) + 1.5), 5), sharex=True)
     positions = np.arange(len(order))
-    kl_axis.bar(positions, kl_per_dim[order], color="tab:blue")
+    if kl_per_dim is not None:
+        kl_axis.bar(positions, kl_per_dim[order], color="tab:blue")
     kl_axis.set_ylabel("KL (nats)")
     activity_axis.bar(positions, np.maximum(activity[order], 1e-8), color="tab:orange")
     activity_axis.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"active: > {threshold}")

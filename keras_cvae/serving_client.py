@@ -7,8 +7,8 @@
 
 This module imports neither keras nor tensorflow_probability, so it runs wherever TF Serving's
 model would: it only calls the SavedModel's signatures. A class-conditional export answers
-generate / encode / decode / reconstruct / log_likelihood / log_importance_weights (a
-semi-supervised one also classify);
+generate / encode / decode / reconstruct / log_likelihood / log_importance_weights /
+sample_latent / elbo_terms / kl_per_dimension (a semi-supervised one also classify);
 an image-completion export answers
 complete / log_weights / baseline_log_likelihood.
 """
@@ -106,8 +106,38 @@ class SavedModelClient:
         repeated = np.repeat(self.rows(conditions), num, axis=0)
         if seed is None:
             return self._call("serving_default", **self._condition_inputs(repeated))["images"]
-        z = np.random.default_rng(seed).standard_normal((len(repeated), self.latent_dim)).astype(np.float32)
-        return self.decode(z, repeated)
+        return self.decode(self.sample_latent(repeated, seed), repeated)
+
+    def sample_latent(self, conditions: Conditions, seed: int) -> np.ndarray:
+        """z ~ p(z | c), the model's prior, one per row of `conditions`, [N, latent_dim]; the same
+        seed gives the same z. (An export written before the `sample_latent` signature has the
+        prior N(0, I): its z are standard normal draws from `seed`.)"""
+        rows = self.rows(conditions)
+        if "sample_latent" not in self._signatures:
+            return np.random.default_rng(seed).standard_normal((len(rows), self.latent_dim)).astype(np.float32)
+        return self._call("sample_latent", seed=np.array([0, seed], np.int32), **self._condition_inputs(rows))["z"]
+
+    def elbo_terms(self, images: np.ndarray, conditions: Conditions, eps: np.ndarray) -> dict[str, np.ndarray]:
+        """The ELBO's terms per image, [N]: `reconstruction` −log p(x | z, c) at z = μ + σ·ε (ε [N, L])
+        and `kl`, the model's KL to its prior. (An export written before the `elbo_terms`
+        signature gives the one-sample estimate log q(z|x,c) − log p(z|c) at that z.)"""
+        images, eps = self._images(images), np.asarray(eps, np.float32)
+        inputs = self._condition_inputs(self.rows(conditions, len(images)))
+        if "elbo_terms" in self._signatures:
+            return self._call("elbo_terms", images=images, eps=eps, **inputs)
+        z_mean, z_log_var = self.encode(images, conditions)
+        reconstruction = -self.log_likelihood(images, conditions, z_mean + np.exp(0.5 * z_log_var) * eps)
+        log_weight = self.log_importance_weights(images, conditions, eps[np.newaxis])[0]
+        return {"reconstruction": reconstruction, "kl": -log_weight - reconstruction}
+
+    def kl_per_dimension(self, images: np.ndarray, conditions: Conditions) -> np.ndarray | None:
+        """KL(q(z_j | x, c) ‖ p(z_j | c)) per image and dimension, [N, L]; None for a prior that
+        does not factorise over dimensions, or an export written before this signature."""
+        if "kl_per_dimension" not in self._signatures:
+            return None
+        images = self._images(images)
+        return self._call("kl_per_dimension", images=images,
+                          **self._condition_inputs(self.rows(conditions, len(images))))["kl"]
 
     def decode(self, z: np.ndarray, conditions: Conditions) -> np.ndarray:
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.latent_dim)

@@ -43,6 +43,24 @@ def export_root(model, tmp_path_factory):
     return root
 
 
+def test_the_export_draws_from_the_model_prior_and_gives_its_elbo_terms(model, export_root):
+    from keras_cvae.evaluation.estimators import KerasBackend
+    from keras_cvae.serving_client import load_client
+
+    client, keras_backend = load_client(export_root), KerasBackend(model)
+    rows = np.repeat(np.arange(10), 500).reshape(-1, 1)
+    z = client.sample_latent(rows, seed=11)
+    np.testing.assert_allclose(z, keras_backend.sample_latent(rows, 11), atol=1e-6)  # the prior's draw, in the graph
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.06)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.06)
+    images = np.random.default_rng(2).random((6, 28, 28, 1)).astype("float32")
+    eps = np.random.default_rng(3).standard_normal((6, 4)).astype("float32")
+    by_export, by_model = client.elbo_terms(images, rows[:6], eps), keras_backend.elbo_terms(images, rows[:6], eps)
+    for name in ("reconstruction", "kl"):
+        np.testing.assert_allclose(by_export[name], by_model[name], rtol=1e-5)
+    np.testing.assert_allclose(client.kl_per_dimension(images, rows[:6]).sum(axis=1), by_model["kl"], rtol=1e-5)
+
+
 def test_layout_and_assets(export_root):
     version = export_root / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
@@ -109,7 +127,8 @@ def test_saved_model_cli_lists_signatures_and_dtypes(model, export_root):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     names = set(ClassesTask().endpoints(model))
-    assert names == {"serving_default", "decode", "encode", "reconstruct", "log_likelihood", "log_importance_weights"}
+    assert names == {"serving_default", "decode", "encode", "reconstruct", "log_likelihood", "log_importance_weights",
+                     "sample_latent", "elbo_terms", "kl_per_dimension"}
     for name in names:
         assert f"signature_def['{name}']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]

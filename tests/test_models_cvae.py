@@ -39,9 +39,16 @@ def test_kl_closed_form_far_from_prior():
     log_var = np.array([[2.0, -3.0, 0.0]], "float32")
     import tensorflow_probability as tfp
 
-    kl = tfp.distributions.kl_divergence(CVAE.posterior(mu, log_var), small_model().prior(1)).numpy()
+    model, posterior = small_model(), CVAE.posterior(mu, log_var)
     closed = 0.5 * np.sum(np.exp(log_var) + mu**2 - 1.0 - log_var)
+    kl, charged = model.kl_terms(posterior, posterior.sample(seed=1), tf.constant([3]))
     np.testing.assert_allclose(kl, [closed], rtol=1e-5)
+    np.testing.assert_allclose(charged, [closed], rtol=1e-5)  # no free bits
+    conditions = model.prior_conditions(tf.constant([3]), 1)
+    per_dim = model.prior.kl_per_dimension(posterior, conditions).numpy()
+    np.testing.assert_allclose(per_dim, 0.5 * (np.exp(log_var) + mu**2 - 1.0 - log_var), rtol=1e-5)
+    prior = model.prior.distribution(conditions)
+    np.testing.assert_allclose(tfp.distributions.kl_divergence(posterior, prior), [closed], rtol=1e-5)
 
 
 def test_bernoulli_reconstruction_is_summed_bce():

@@ -21,7 +21,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.conditions import Condition, first_categorical
-from keras_cvae.models.base import gaussian_posterior, standard_normal_prior
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.models.semi_supervised import marginal_bound
 
@@ -41,6 +40,9 @@ class ClassModel(Protocol):
     def decode(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray: ...
     def log_likelihood(self, images: np.ndarray, labels: np.ndarray, z: np.ndarray) -> np.ndarray: ...
     def log_importance_weights(self, images: np.ndarray, labels: np.ndarray, eps: np.ndarray) -> np.ndarray: ...
+    def elbo_terms(self, images: np.ndarray, labels: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]: ...
+    def kl_per_dimension(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray | None: ...
+    def sample_latent(self, labels: np.ndarray, seed: int) -> np.ndarray: ...
 
 
 class LabelModel(ClassModel, Protocol):
@@ -62,6 +64,9 @@ class KerasBackend:
         self._log_likelihood = tf.function(model.log_likelihood, reduce_retracing=True)
         # Not XLA: on a CPU its matrix products are slower than oneDNN's here (benchmarks/results/literature_quality.md).
         self._log_weights = tf.function(model.log_importance_weights, reduce_retracing=True)
+        self._elbo_terms = tf.function(model.elbo_terms, reduce_retracing=True)
+        self._kl_per_dimension = tf.function(model.kl_per_dimension, reduce_retracing=True)
+        self._sample_latent = tf.function(model.sample_latent, reduce_retracing=True)
         if hasattr(model, "classify"):
             self._classify = tf.function(model.classify, reduce_retracing=True)
 
@@ -83,6 +88,18 @@ class KerasBackend:
     def log_importance_weights(self, images, labels, eps):
         return self._log_weights(tf.constant(images, tf.float32), self._rows(labels), tf.constant(eps, tf.float32)).numpy()
 
+    def elbo_terms(self, images, labels, eps):
+        terms = self._elbo_terms(tf.constant(images, tf.float32), self._rows(labels), tf.constant(eps, tf.float32))
+        return {name: value.numpy() for name, value in terms.items()}
+
+    def kl_per_dimension(self, images, labels):
+        if not self.model.prior.factorises:
+            return None
+        return self._kl_per_dimension(tf.constant(images, tf.float32), self._rows(labels)).numpy()
+
+    def sample_latent(self, labels, seed):
+        return self._sample_latent(self._rows(labels), tf.constant([0, seed], tf.int32)).numpy()
+
     def classify(self, images):
         return self._classify(tf.constant(images, tf.float32)).numpy()
 
@@ -98,12 +115,6 @@ def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.squeeze(peak, axis) + np.log(np.mean(np.exp(values - peak), axis=axis))
 
 
-def _kl_to_prior(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
-    posterior = gaussian_posterior(tf.constant(z_mean), tf.constant(z_log_var))
-    prior = standard_normal_prior(z_mean.shape[0], z_mean.shape[1])
-    return tfp.distributions.kl_divergence(posterior, prior).numpy()
-
-
 def _batches(num: int, size: int, title: str) -> list[slice]:
     print(title, flush=True)
     return [slice(start, min(start + size, num)) for start in range(0, num, size)]
@@ -112,15 +123,15 @@ def _batches(num: int, size: int, title: str) -> list[slice]:
 def elbo_terms(
     backend: ClassModel, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, batch_size: int = 1000
 ) -> dict[str, np.ndarray]:
-    """Per-image reconstruction (−log p(x|z,c), one z ~ q), KL (closed form) and ELBO."""
+    """Per-image reconstruction (−log p(x|z,c), one z ~ q), KL (the model's: closed form where
+    its prior has one) and ELBO."""
     reconstruction, kl = [], []
     progress = keras.utils.Progbar(len(images), unit_name="image")
     for part in _batches(len(images), batch_size, "ELBO"):
-        z_mean, z_log_var = backend.encode(images[part], labels[part])
-        eps = rng.standard_normal(z_mean.shape).astype(np.float32)
-        z = z_mean + np.exp(0.5 * z_log_var) * eps
-        reconstruction.append(-backend.log_likelihood(images[part], labels[part], z))
-        kl.append(_kl_to_prior(z_mean, z_log_var))
+        eps = rng.standard_normal((part.stop - part.start, backend.latent_dim)).astype(np.float32)
+        terms = backend.elbo_terms(images[part], labels[part], eps)
+        reconstruction.append(terms["reconstruction"])
+        kl.append(terms["kl"])
         progress.add(part.stop - part.start)
     reconstruction, kl = np.concatenate(reconstruction), np.concatenate(kl)
     return {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)}
@@ -205,18 +216,23 @@ def posterior_moments(backend: ClassModel, images: np.ndarray, rows: np.ndarray,
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def latent_usage(q_mean: np.ndarray, q_log_var: np.ndarray, p_mean: np.ndarray | float = 0.0,
-                 p_log_var: np.ndarray | float = 0.0) -> dict:
-    """How much each latent dimension is used, from the posterior's moments over the test images
-    [N, L] (and the prior's, N(0, I) unless given): `activity`, the variance over images of the
-    posterior mean E_q[z_u] (Burda et al. 2016), `active_units`, how many exceed
-    ACTIVE_UNIT_THRESHOLD, and `kl_per_dim`, the mean KL(q(z_u | ·) ‖ p(z_u | ·)) in nats."""
-    tfd = tfp.distributions
-    posterior = tfd.Normal(np.float32(q_mean), np.float32(np.exp(0.5 * q_log_var)))
-    prior = tfd.Normal(np.float32(p_mean), np.float32(np.exp(0.5 * np.asarray(p_log_var))))
+def kl_per_dimension(backend: ClassModel, images: np.ndarray, rows: np.ndarray,
+                     batch_size: int = 1000) -> np.ndarray | None:
+    """The model's KL(q(z_j | x, c) ‖ p(z_j | c)) of each dimension for every image, [N, L]; None
+    where its prior does not factorise over dimensions."""
+    parts = [backend.kl_per_dimension(images[i:i + batch_size], rows[i:i + batch_size])
+             for i in range(0, len(images), batch_size)]
+    return None if any(part is None for part in parts) else np.concatenate(parts)
+
+
+def latent_usage(q_mean: np.ndarray, kl_per_dim: np.ndarray | None) -> dict:
+    """How much each latent dimension is used, from the posterior means over the test images
+    [N, L] and the per-dimension KL [N, L] (None where the prior does not factorise):
+    `activity`, the variance over images of E_q[z_u] (Burda et al. 2016), `active_units`, how many
+    exceed ACTIVE_UNIT_THRESHOLD, and `kl_per_dim`, the mean KL in nats (or None)."""
     activity = np.var(q_mean, axis=0)
     return {"activity": activity, "active_units": int(np.sum(activity > ACTIVE_UNIT_THRESHOLD)),
-            "kl_per_dim": tfd.kl_divergence(posterior, prior).numpy().mean(axis=0)}
+            "kl_per_dim": None if kl_per_dim is None else kl_per_dim.mean(axis=0)}
 
 
 def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_class: int,
@@ -239,10 +255,12 @@ def sample_requests(conditions: Sequence[Condition], test_rows: np.ndarray, per_
 
 
 def generate_samples(backend: ClassModel, rows: np.ndarray, rng: np.random.Generator, batch_size: int = 1000) -> np.ndarray:
-    """One sample per condition row, z ~ N(0, I) from `rng`, [N, H, W, C]."""
-    z = rng.standard_normal((len(rows), backend.latent_dim)).astype(np.float32)
-    return np.concatenate([backend.decode(z[i:i + batch_size], rows[i:i + batch_size])
-                           for i in range(0, len(rows), batch_size)])
+    """One sample per condition row, z ~ p(z | c) (the model's prior, seeded from `rng`), [N, H, W, C]."""
+    parts = []
+    for i in range(0, len(rows), batch_size):
+        z = backend.sample_latent(rows[i:i + batch_size], int(rng.integers(2**31 - 1)))
+        parts.append(backend.decode(z, rows[i:i + batch_size]))
+    return np.concatenate(parts)
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:

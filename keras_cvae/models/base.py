@@ -42,17 +42,12 @@ def as_unit_range(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)
 
 
-def standard_normal_prior(batch_size: tf.Tensor | int, latent_dim: int) -> tfd.Distribution:
-    """p(z) = N(0, I), the same for every condition."""
-    zeros = tf.zeros([batch_size, latent_dim])
-    return tfd.MultivariateNormalDiag(loc=zeros, scale_diag=tf.ones_like(zeros))
-
-
 def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, eps: tf.Tensor) -> tf.Tensor:
     """The importance-weighted bound's log-weights (Burda et al. 2016), [K, N]:
-    log p(x | z_k, c) + log p(z_k) − log q(z_k | x, c) for z_k = μ + σ·ε_k, ε [K, N, L], in one
+    log p(x | z_k, c) + log p(z_k | c) − log q(z_k | x, c) for z_k = μ + σ·ε_k, ε [K, N, L], in one
     batched pass (the images tiled K times inside the graph). `model` is anything with
-    `encode(images, labels)` and `log_likelihood(images, labels, z)` in TensorFlow ops."""
+    `encode(images, labels)`, `log_likelihood(images, labels, z)` and `log_prior(z, labels)` in
+    TensorFlow ops."""
     images = tf.convert_to_tensor(images, tf.float32)
     eps = tf.convert_to_tensor(eps, tf.float32)
     z_mean, z_log_var = model.encode(images, labels)
@@ -62,8 +57,7 @@ def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, e
     rows = tf.zeros([count, 0]) if labels is None else tf.cast(tf.reshape(labels, [count, -1]), tf.float32)
     log_px = model.log_likelihood(tf.tile(images, [draws, 1, 1, 1]), tf.tile(rows, [draws, 1]),
                                   tf.reshape(z, [draws * count, latent_dim]))
-    log_prior = standard_normal_prior(count, z_mean.shape[-1]).log_prob(z)
-    return tf.reshape(log_px, [draws, count]) + log_prior - posterior.log_prob(z)
+    return tf.reshape(log_px, [draws, count]) + model.log_prior(z, labels) - posterior.log_prob(z)
 
 
 def global_batch_size(per_replica: tf.Tensor) -> tf.Tensor:
@@ -206,13 +200,6 @@ class VariationalModel(keras.Model):
             copy = type(self).from_config(self.get_config())
         copy.set_weights(self.get_weights())
         return copy
-
-
-def kl_per_dimension(posterior: tfd.Distribution, prior: tfd.Distribution) -> tf.Tensor:
-    """KL(q ‖ p) of each latent dimension, [N, L], for diagonal Gaussians q and p: their sum over
-    dimensions is `tfd.kl_divergence(q, p)`."""
-    return tfd.kl_divergence(tfd.Normal(posterior.mean(), posterior.stddev()),
-                             tfd.Normal(prior.mean(), prior.stddev()))
 
 
 def free_bits_kl(kl_per_dim: tf.Tensor, free_bits: float) -> tf.Tensor:

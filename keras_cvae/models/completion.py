@@ -33,10 +33,10 @@ from keras_cvae.models.base import (
     bounded_log_var,
     free_bits_kl,
     gaussian_posterior,
-    kl_per_dimension,
 )
 from keras_cvae.models.quadrants import masked_input, visible_mask
 from keras_cvae.networks import build_baseline, build_decoder, build_encoder
+from keras_cvae.priors import diagonal_gaussian_kl
 
 tfd = tfp.distributions
 
@@ -176,7 +176,7 @@ class CompletionCVAE(VariationalModel):
         posterior = self.posterior(images, x, y_hat, training=training)
         z = self.sample(posterior)
         reconstruction = -self.missing_log_likelihood(images, self.generation_logits(z, x, training=training))
-        kl_per_dim = kl_per_dimension(posterior, prior)
+        kl_per_dim = diagonal_gaussian_kl(posterior, prior)
         kl = tf.reduce_sum(kl_per_dim, axis=-1)
         cvae_loss = reconstruction + self.beta * self.kl_weight * free_bits_kl(kl_per_dim, self.free_bits)
         if self.objective == "cvae":

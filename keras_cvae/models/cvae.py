@@ -18,11 +18,10 @@ from keras_cvae.models.base import (
     condition_vector,
     free_bits_kl,
     gaussian_posterior,
-    kl_per_dimension,
     log_importance_weights,
-    standard_normal_prior,
 )
 from keras_cvae.networks import NETWORKS
+from keras_cvae.priors import get_prior
 
 tfd = tfp.distributions
 
@@ -93,6 +92,7 @@ class CVAE(VariationalModel):
         encoder: keras.Model | dict[str, Any] | None = None,
         decoder: keras.Model | dict[str, Any] | None = None,
         activation: str = "relu",
+        prior: str = "standard",
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -108,6 +108,9 @@ class CVAE(VariationalModel):
         self.beta = float(beta)
         self.free_bits = float(free_bits)
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
+        self.prior = get_prior(prior, self.latent_dim)
+        if self.free_bits and not self.prior.factorises:
+            raise ValueError(f"free_bits needs a prior that factorises over latent dimensions; {prior!r} does not")
 
         if arch not in NETWORKS:
             raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
@@ -136,6 +139,7 @@ class CVAE(VariationalModel):
             "hidden_units": list(self.hidden_units),
             "activation": self.activation,
             "likelihood": self.likelihood_name,
+            "prior": self.prior_name,
             "beta": self.beta,
             "conditional": self.conditional,
             "seed": self.seed,
@@ -163,6 +167,11 @@ class CVAE(VariationalModel):
     def outputs_per_channel(self) -> int:
         """The decoder's outputs per image channel: the likelihood's parameters."""
         return self.likelihood.parameters_per_channel
+
+    @property
+    def prior_name(self) -> str:
+        """The `prior` argument: the prior's name in `priors.PRIORS`."""
+        return self.prior.name.removesuffix("_prior")
 
     @property
     def likelihood_name(self) -> str:
@@ -232,8 +241,45 @@ class CVAE(VariationalModel):
 
     posterior = staticmethod(gaussian_posterior)
 
-    def prior(self, batch_size: tf.Tensor | int) -> tfd.Distribution:
-        return standard_normal_prior(batch_size, self.latent_dim)
+    def prior_conditions(self, labels: tf.Tensor | None, count: tf.Tensor | int) -> tf.Tensor:
+        """What the prior is conditioned on for `count` rows: the condition vector, [N, W]
+        (W = 0 for a plain VAE)."""
+        if not self.conditional:
+            return tf.zeros(tf.stack([count, 0]))
+        return condition_vector(labels, self.conditions)
+
+    def log_prior(self, z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """log p(z | c) for z [..., N, L], [..., N]."""
+        return self.prior.log_prob(z, self.prior_conditions(labels, tf.shape(z)[-2]))
+
+    def sample_latent(self, labels: tf.Tensor | None, seed: tf.Tensor, count: tf.Tensor | int | None = None) -> tf.Tensor:
+        """z ~ p(z | c), one per condition row (a plain VAE: `count` rows), [N, L]; `seed` a
+        stateless seed [2]."""
+        count = tf.shape(labels)[0] if count is None else count
+        return self.prior.sample(self.prior_conditions(labels, count), seed)
+
+    def kl_terms(self, posterior: tfd.Distribution, z: tf.Tensor, labels: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """KL(q(z | x, c) ‖ p(z | c)) per image, [N], and the KL the loss charges (with free bits
+        for a factorising prior), both from the prior: per dimension in closed form where the
+        prior factorises, else its `kl` at the `z` the reconstruction used."""
+        conditions = self.prior_conditions(labels, tf.shape(z)[0])
+        if not self.prior.factorises:
+            kl = self.prior.kl(posterior, z, conditions)
+            return kl, kl
+        per_dim = self.prior.kl_per_dimension(posterior, conditions)
+        return tf.reduce_sum(per_dim, axis=-1), free_bits_kl(per_dim, self.free_bits)
+
+    def kl_per_dimension(self, images: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """KL(q(z_j | x, c) ‖ p(z_j | c)) of each latent dimension, [N, L] (a factorising prior)."""
+        posterior = self.posterior(*self.encode(images, labels))
+        return self.prior.kl_per_dimension(posterior, self.prior_conditions(labels, tf.shape(images)[0]))
+
+    def elbo_terms(self, images: tf.Tensor, labels: tf.Tensor | None, eps: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Evaluation's ELBO terms per image, [N], for the noise ε [N, L]: `reconstruction`
+        −log p(x | z, c) at z = μ + σ·ε and `kl`, the model's KL (`kl_terms`)."""
+        posterior = self.posterior(*self.encode(images, labels))
+        z = posterior.mean() + posterior.stddev() * tf.convert_to_tensor(eps, tf.float32)
+        return {"reconstruction": -self.log_likelihood(images, labels, z), "kl": self.kl_terms(posterior, z, labels)[0]}
 
     def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
         """log p(x | z, c) per image, [N]: independent pixels (the model's `likelihood`)."""
@@ -247,10 +293,9 @@ class CVAE(VariationalModel):
         posterior = self.posterior(z_mean, z_log_var)
         z = self.sample(posterior)
         reconstruction = -self.log_likelihood(images, labels, z, training=training)
-        kl_per_dim = kl_per_dimension(posterior, self.prior(tf.shape(z_mean)[0]))
-        kl = tf.reduce_sum(kl_per_dim, axis=-1)
+        kl, charged = self.kl_terms(posterior, z, labels)
         return {
-            "loss": reconstruction + self.beta * self.kl_weight * free_bits_kl(kl_per_dim, self.free_bits),
+            "loss": reconstruction + self.beta * self.kl_weight * charged,
             "reconstruction_loss": reconstruction,
             "kl_loss": kl,
             "elbo": -(reconstruction + kl),
@@ -276,13 +321,14 @@ class CVAE(VariationalModel):
 
     def generate(self, labels: tf.Tensor | int, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
         """Mean images for the conditions `labels` ([N, M] rows, or [N] with one condition; a plain
-        VAE takes the number of images N), from z ~ N(0, I) (or the given z), [N, H, W, C] in
-        [0, 1]. The same `seed` gives the same images."""
+        VAE takes the number of images N), from z ~ p(z | c), the model's prior (or the given z),
+        [N, H, W, C] in [0, 1]. The same `seed` gives the same images."""
         if isinstance(labels, (int, np.integer)):
             if self.conditional:
                 raise ValueError("a conditional model's generate takes the conditions, e.g. generate([0, 1, 2])")
             labels = tf.zeros([int(labels), 0])
         labels = tf.convert_to_tensor(labels)
         if z is None:
-            z = keras.random.normal((tf.shape(labels)[0], self.latent_dim), seed=seed)
+            stateless = tf.constant([0, seed], tf.int64) if seed is not None else keras.random.randint((2,), 0, 2**31 - 1)
+            z = self.sample_latent(labels, tf.cast(stateless, tf.int32))
         return self.decode(z, labels)

@@ -111,7 +111,7 @@ class SemiSupervisedCVAE(CVAE):
         # and their differences, which drive q(y | x), lose the noise of independent draws.
         z = z_mean + posterior.stddev() * tf.tile(self.noise([count, self.latent_dim]), [classes, 1])
         reconstruction = -self.log_likelihood(tiled, labels, z, training=training)
-        kl = tfd.kl_divergence(posterior, self.prior(tf.shape(z)[0]))
+        kl = self.kl_terms(posterior, z, labels)[0]
         reconstruction, kl = (tf.transpose(tf.reshape(t, [classes, count])) for t in (reconstruction, kl))
         log_prior = self.label_prior().log_prob(tf.range(classes))  # [K]
         return {"reconstruction": reconstruction, "kl": kl, "elbo": log_prior - reconstruction - kl}

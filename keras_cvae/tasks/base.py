@@ -135,8 +135,10 @@ def model_config(model: Any) -> dict[str, Any]:
 def latent_usage_results(usage: dict[str, Any], figures: Figures) -> dict[str, Any]:
     """metrics.json's latent-usage keys (evaluation.estimators.latent_usage), its figure saved."""
     figures.save("latent_usage", latent_usage_figure(usage["kl_per_dim"], usage["activity"], ACTIVE_UNIT_THRESHOLD))
-    return {"active_units": usage["active_units"], "kl_per_dim": [float(v) for v in usage["kl_per_dim"]],
-            "latent_activity": [float(v) for v in usage["activity"]]}
+    results = {"active_units": usage["active_units"], "latent_activity": [float(v) for v in usage["activity"]]}
+    if usage["kl_per_dim"] is not None:  # a prior that factorises over dimensions
+        results["kl_per_dim"] = [float(v) for v in usage["kl_per_dim"]]
+    return results
 
 
 def check_image_shape(image_shape: tuple[int, ...], dataset: LoadedDataset) -> None:

@@ -27,6 +27,7 @@ from keras_cvae.evaluation.estimators import (
     elbo_terms,
     generate_samples,
     iw_log_likelihood,
+    kl_per_dimension,
     latent_usage,
     mean_pairwise_distance,
     pca_2d,
@@ -139,7 +140,7 @@ class ClassesTask(Task):
         m = config.model
         return {"image_shape": dataset.x_train.shape[1:], "conditions": dataset.conditions, "latent_dim": m.latent_dim,
                 "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "activation": m.activation,
-                "likelihood": m.likelihood, "beta": m.beta,
+                "likelihood": m.likelihood, "prior": m.prior, "beta": m.beta,
                 "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
@@ -160,8 +161,21 @@ class ClassesTask(Task):
 
         def serving_default(*inputs):
             rows = checked_rows(conditions, inputs)
-            z = tf.random.normal([tf.shape(rows)[0], model.latent_dim])
-            return {"images": model.decode(z, rows)}
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)  # fresh noise on every call
+            return {"images": model.decode(model.sample_latent(rows, seed), rows)}
+
+        def sample_latent(seed, *inputs):
+            rows = checked_rows(conditions, inputs)
+            return {"z": model.sample_latent(rows, seed)}
+
+        def elbo_terms(images, eps, *inputs):
+            rows = checked_rows(conditions, inputs)
+            images = checked(images, "images", image_shape, rows, first)
+            return model.elbo_terms(images, rows, checked(eps, "eps", z_shape, images, "images"))
+
+        def kl_per_dimension(images, *inputs):
+            rows = checked_rows(conditions, inputs)
+            return {"kl": model.kl_per_dimension(checked(images, "images", image_shape, rows, first), rows)}
 
         def decode(z, *inputs):
             rows = checked_rows(conditions, inputs)
@@ -190,7 +204,13 @@ class ClassesTask(Task):
                 return {"log_weights": model.log_importance_weights(images, rows, tf.identity(eps))}
 
         eps_spec = tf.TensorSpec([None, None, model.latent_dim], tf.float32, name="eps")
+        seed_spec = tf.TensorSpec([2], tf.int32, name="seed")
+        per_image_eps = tf.TensorSpec([None, model.latent_dim], tf.float32, name="eps")
+        optional = {"kl_per_dimension": Endpoint(kl_per_dimension, [image_spec, *specs])} if model.prior.factorises else {}
         return {
+            **optional,
+            "sample_latent": Endpoint(sample_latent, [seed_spec, *specs]),
+            "elbo_terms": Endpoint(elbo_terms, [image_spec, per_image_eps, *specs]),
             "log_importance_weights": Endpoint(log_importance_weights, [image_spec, eps_spec, *specs]),
             "serving_default": Endpoint(serving_default, specs),
             "decode": Endpoint(decode, [z_spec, *specs]),
@@ -259,7 +279,8 @@ class ClassesTask(Task):
             metrics.update(self._sample_quality(backend, judge, x_test, y_test, rng, dataset.binarized))
         output.mkdir(parents=True, exist_ok=True)
         figures = Figures(output)
-        metrics.update(latent_usage_results(latent_usage(*posterior_moments(backend, x_test, y_test)), figures))
+        q_mean, _ = posterior_moments(backend, x_test, y_test)
+        metrics.update(latent_usage_results(latent_usage(q_mean, kl_per_dimension(backend, x_test, y_test)), figures))
         metrics.update(self._own_metrics(model, backend, x_test, y_test, figures))
         self._figures(figures, backend, x_test, y_test, samples, rng, history)
         write_evaluation(output, metrics, self._report(metrics, options), figures)
@@ -414,7 +435,7 @@ class ClassesTask(Task):
             lines += [f"| FID, judge's features ({m['fid_samples']} samples vs as many test images) | {m['fid']:.3f} |",
                       f"| KID (same features and images) | {m['kid']:.4f} |"]
         lines += [
-            f"| active units (Cov_x(E_q[z]) > {ACTIVE_UNIT_THRESHOLD}) | {m['active_units']} of {len(m['kl_per_dim'])} |",
+            f"| active units (Cov_x(E_q[z]) > {ACTIVE_UNIT_THRESHOLD}) | {m['active_units']} of {len(m['latent_activity'])} |",
         ]
         for name, accuracy in m.get("per_condition_accuracy", {}).items():
             lines.append(f"| samples showing the {name} asked for (judge) | {accuracy:.3f} |")

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
@@ -22,6 +23,7 @@ from keras_cvae.evaluation.report import Figures, standard_error, write_evaluati
 from keras_cvae.models.completion import CompletionCVAE
 from keras_cvae.models.quadrants import masked_input, visible_mask
 from keras_cvae.plotting import completion_figure, save_figure
+from keras_cvae.priors import diagonal_gaussian_kl
 from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks.base import (
     Endpoint,
@@ -36,6 +38,8 @@ from keras_cvae.tasks.base import (
 )
 
 SAMPLES_PER_ROW = 6
+
+tfd = tfp.distributions
 
 
 def completion_columns(model: Any, images: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -170,8 +174,9 @@ class CompletionTask(Task):
         if config["objective"] != "baseline":
             moments = [model.latent_moments(x_test[i:i + 1000]) for i in range(0, len(x_test), 1000)]
             moments = {key: np.concatenate([np.asarray(m[key]) for m in moments]) for key in moments[0]}
-            metrics.update(latent_usage_results(latent_usage(moments["q_mean"], moments["q_log_var"],
-                                                             moments["p_mean"], moments["p_log_var"]), figures))
+            q, p = (tfd.Normal(moments[f"{d}_mean"], np.exp(0.5 * moments[f"{d}_log_var"])) for d in ("q", "p"))
+            usage = latent_usage(moments["q_mean"], diagonal_gaussian_kl(q, p).numpy())
+            metrics.update(latent_usage_results(usage, figures))
         examples = x_test[:8]
         noise = np.random.default_rng(options.seed).standard_normal(
             (SAMPLES_PER_ROW, len(examples), int(config["latent_dim"]))).astype("float32")
