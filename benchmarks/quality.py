@@ -2,10 +2,13 @@
 
     python benchmarks/quality.py --dataset fashion_mnist --epochs 100 --repeats 3 --output Q
     python benchmarks/quality.py --epochs 1 --iw-samples 50 --test-limit 500 --repeats 1 --output /tmp/q   # a quick look
+    python benchmarks/quality.py --models vae,gated_vae,gated_vamp_vae --epochs 50 --iw-samples 1000 --output C
 
-For each seed, trains the plain VAE (`--no-conditional`) and the class-conditional CVAE with
-`--binarize dynamic` (fresh Bernoulli draws every batch; the test set binarized once, seed 0) and
-train.py's other defaults (MLP 400 units, latent 20, batch 128, Adam 1e-3), then evaluates the
+For each seed, trains each of `--models` (default: the plain VAE, `--no-conditional`, and the
+class-conditional CVAE; MODELS lists the others: VampPrior's gated 2×300 network with z = 40, and
+the mixture and VampPrior priors) with `--binarize dynamic` (fresh Bernoulli draws every batch;
+the test set binarized once, seed 0) and train.py's other defaults (MLP 400 units, latent 20,
+batch 128, Adam 1e-3), then evaluates the
 importance-weighted NLL (K = --iw-samples, default 5000, as Exemplar VAE's tables) on the test
 set, with the active units, FID and KID (samples drawn as binary images, like the test set). Also
 the sanity figure: the FID of as many real training images (binarized once, seed 1) against the
@@ -27,7 +30,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODELS = {"vae": False, "cvae": True}  # name: conditional
+# name: the ModelConfig settings that differ from train.py's defaults.
+GATED = {"activation": "gated", "hidden_units": (300, 300), "latent_dim": 40}  # VampPrior's MLP
+MODELS = {
+    "vae": {"conditional": False},
+    "cvae": {"conditional": True},
+    "gated_vae": {"conditional": False, **GATED},
+    "gated_vamp_vae": {"conditional": False, "prior": "vamp", **GATED},
+    "gated_cvae": {"conditional": True, **GATED},
+    "gated_mixture_cvae": {"conditional": True, "prior": "mixture", **GATED},
+    "gated_vamp_cvae": {"conditional": True, "prior": "vamp", **GATED},
+}
 # Exemplar VAE (Norouzi et al., NeurIPS 2020), dynamically binarized, nats: the literature's figures.
 LITERATURE = {
     "fashion_mnist": {"MLP VAE, Gaussian prior": 228.70, "best VampPrior / Exemplar MLP": 226.75, "best overall": 223.26},
@@ -48,25 +61,31 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     lines = [
         f"# Test NLL on dynamically binarized {args.dataset} (nats, IW K={args.iw_samples}, lower is better)",
         "",
-        f"MLP 400 units, latent 20, {args.epochs} epochs, batch 128, Adam 1e-3; {result['test_images']} test "
+        f"{args.epochs} epochs, batch 128, Adam 1e-3, train.py's defaults (MLP 400 units, latent 20, prior N(0, I)) "
+        f"but for each model's settings; {result['test_images']} test "
         f"images; mean ± std over {len({r['seed'] for r in runs})} seed(s). Command(s): "
         + ", ".join(f"`python benchmarks/quality.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
-        "| model | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | settings | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in MODELS:
+    for name, settings in MODELS.items():
         mine = [run for run in runs if run["model"] == name]
         if not mine:
             continue
+        described = ", ".join(f"{k}={v}" for k, v in settings.items())
         lines.append(
-            f"| {name} | {spread([r['nll'] for r in mine])} | {spread([r['elbo'] for r in mine])} | "
+            f"| {name} | {described} | {spread([r['nll'] for r in mine])} | {spread([r['elbo'] for r in mine])} | "
             f"{spread([r['active_units'] for r in mine], 1)} | {spread([r['fid'] for r in mine])} | "
             f"{spread([r['train_minutes'] for r in mine], 1)} | {spread([r['evaluate_minutes'] for r in mine], 1)} |")
-    gap = [a["nll"] - b["nll"] for a in runs if a["model"] == "vae" for b in runs
-           if b["model"] == "cvae" and b["seed"] == a["seed"]]
-    lines += ["", f"VAE − CVAE, per seed: {spread(gap)} nats (at most ln 10 = 2.30 for 10 classes).",
-              f"FID of the real training set against the test set: {result['train_vs_test_fid']:.3f}.", ""]
+    lines.append("")
+    for vae, cvae in (("vae", "cvae"), ("gated_vae", "gated_cvae")):
+        gap = [a["nll"] - b["nll"] for a in runs if a["model"] == vae for b in runs
+               if b["model"] == cvae and b["seed"] == a["seed"]]
+        if gap:
+            lines.append(f"{vae} − {cvae}, per seed: {spread(gap)} nats (within one model at most ln 10 = 2.30 "
+                         "for 10 classes).")
+    lines += [f"FID of the real training set against the test set: {result['train_vs_test_fid']:.3f}.", ""]
     for name, value in LITERATURE.get(args.dataset, {}).items():
         lines.append(f"- Exemplar VAE's table, {name}: {value}")
     return "\n".join(lines) + "\n"
@@ -107,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="seeds 0, 1, …")
     parser.add_argument("--iw-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+    parser.add_argument("--models", default="vae,cvae", help=f"comma-separated, of: {', '.join(MODELS)}")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+    models = args.models.split(",")
+    if unknown := [m for m in models if m not in MODELS]:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     args.argv = argv
     if args.epochs < 1 or args.repeats < 1 or args.iw_samples < 1:
         parser.error("--epochs, --repeats and --iw-samples must be positive")
@@ -136,13 +159,15 @@ def main(argv: list[str] | None = None) -> int:
                 "iw_samples": args.iw_samples}
     runs = earlier_runs(output / "quality.json", args.dataset, settings)
     for seed in range(args.repeats):
-        for name, conditional in MODELS.items():
+        for name in models:
             if any(run["model"] == name and run["seed"] == seed for run in runs):
                 print(f"== {name}, seed {seed}: kept from {output / 'quality.json'}", flush=True)
                 continue
             print(f"== {name}, seed {seed}", flush=True)
             config = RunConfig.from_dict(base.to_dict())
-            config.model.conditional, config.train.epochs, config.train.seed = conditional, args.epochs, seed
+            for key, value in MODELS[name].items():
+                setattr(config.model, key, value)
+            config.train.epochs, config.train.seed = args.epochs, seed
             config.train.export = str(scratch / f"export-{name}-{seed}")
             start = time.perf_counter()
             model = train(config, dataset, scratch / f"run-{name}-{seed}").model

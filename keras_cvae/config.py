@@ -22,7 +22,7 @@ from typing import Any
 
 ARCHITECTURES = ("mlp", "conv")
 ACTIVATIONS = ("relu", "gated", "softplus")  # networks.ACTIVATIONS
-PRIORS = ("standard",)  # priors.PRIORS
+PRIORS = ("standard", "mixture", "vamp")  # priors.PRIORS
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # "classes": p(x | class); "completion": complete an image from some of its quadrants;
 # "semi_supervised": p(x | class) from a few labels, the class latent elsewhere (M2).
@@ -171,8 +171,13 @@ class ModelConfig:
                               parse=str, choices=ACTIVATIONS,
                               used_when=(lambda c: not _completion(c), "`task=completion` (ReLU networks)"))
     latent_dim: int = setting(20, "size of z", parse=int)
-    prior: str = setting("standard", "p(z | c): standard is N(0, I)", parse=str, choices=PRIORS,
-                         used_when=(lambda c: not _completion(c), "`task=completion` (its prior is a network)"))
+    prior: str = setting(
+        "standard", "p(z | c): standard N(0, I); mixture, learned Gaussians; vamp, the VampPrior (Tomczak & "
+        "Welling 2018); the mixtures keep one set of components per class of the first categorical condition",
+        parse=str, choices=PRIORS, used_when=(lambda c: not _completion(c), "`task=completion` (its prior is a network)"))
+    prior_components: int | None = setting(
+        None, "components of `prior=mixture` (default 10) or `prior=vamp` (default 500, the paper's), in all, split "
+        "evenly over the classes", parse=int, used_when=(lambda c: c.model.prior != "standard", "`prior=standard`"))
     likelihood: str = setting("bernoulli", "pixel likelihood", parse=str, choices=LIKELIHOODS,
                               used_when=(lambda c: not _completion(c), "`task` completion (Bernoulli pixels only)"))
     beta: float = setting(1.0, "weight of the KL term", parse=float,
@@ -206,6 +211,11 @@ class ModelConfig:
             raise ConfigError(f"`arch` must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
         if self.prior not in PRIORS:
             raise ConfigError(f"`prior` must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if self.prior_components is not None and self.prior_components < 1:
+            raise ConfigError(f"`prior_components` must be at least 1, got {self.prior_components}")
+        if self.free_bits and self.prior != "standard":
+            raise ConfigError(f"`free_bits` needs a prior that factorises over latent dimensions; `prior={self.prior}` "
+                              "does not")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"`activation` must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.likelihood not in LIKELIHOODS:

@@ -50,6 +50,8 @@ def test_invalid_values_name_the_argument(config, match):
     ({"train.early_stopping": 5, "train.kl_schedule": "cyclical"}, "`early_stopping` needs a constant KL weight"),
     ({"train.early_stopping": 5, "train.kl_warmup": 10}, "`early_stopping` needs a constant KL weight"),
     ({"data.task": "semi_supervised"}, "`task` semi_supervised needs `labeled` N"),
+    ({"model.free_bits": 0.5, "model.prior": "vamp"}, "`free_bits` needs a prior that factorises"),
+    ({"model.prior_components": 0}, "`prior_components` must be at least 1"),
     ({"data.task": "semi_supervised", "data.labeled": 100, "model.conditional": False}, "`conditional=False` does not apply"),
 ])
 def test_inconsistent_new_settings_are_refused(changes, match):

@@ -283,3 +283,22 @@ def test_evaluate_cli_bad_model_path(tmp_path):
     result = run_cli("evaluate.py", "--model", str(tmp_path), "--dataset", "fashion_mnist")
     assert result.returncode == 2
     assert "is neither a SavedModel version dir (saved_model.pb), a run dir (model.keras) nor a checkpoint" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_gated_vamp_prior_run_trains_evaluates_and_generates(small_fashion, small_classifier, tmp_path):
+    run, export = tmp_path / "run", tmp_path / "export"
+    trained = run_cli("train.py", "--dataset", "fashion_mnist", "--data-dir", str(small_fashion), "--epochs", "1",
+                      "--limit", "1000", "--prior", "vamp", "--activation", "gated", "--hidden-units", "300,300",
+                      "--latent-dim", "40", "--run-dir", str(run), "--export", str(export))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())["model"]
+    assert (config["prior"], config["activation"], config["latent_dim"]) == ("vamp", "gated", 40)
+    evaluated = run_cli("evaluate.py", "--model", str(export / "1"), "--data-dir", str(small_fashion),
+                        "--iw-samples", "5", "--limit", "100", "--output", str(tmp_path / "eval"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["test_nll_iw"] < -metrics["test_elbo"] + 5 and "kl_per_dim" not in metrics  # no per-dimension KL
+    assert 0 <= metrics["conditional_accuracy"] <= 1 and metrics["fid"] > 0
+    generated = run_cli("-m", "keras_cvae", "generate", "--model", str(export), "--out", str(tmp_path / "grid.png"))
+    assert generated.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, generated.stderr[-3000:]

@@ -10,24 +10,61 @@ import tensorflow_probability as tfp
 from conftest import assert_keras_round_trip
 from keras_cvae import config
 from keras_cvae.models.cvae import CVAE
-from keras_cvae.priors import PRIORS, GaussianPrior, Prior, StandardNormal, get_prior
+from keras_cvae.priors import (
+    PRIORS,
+    GaussianMixture,
+    GaussianPrior,
+    Prior,
+    StandardNormal,
+    VampPrior,
+    get_prior,
+)
 
 tfd = tfp.distributions
 
 
 def test_the_registry_is_the_flag_choices():
     assert tuple(PRIORS) == config.PRIORS
-    with pytest.raises(ValueError, match="prior must be one of standard, got 'flat'"):
+    with pytest.raises(ValueError, match="prior must be one of standard, mixture, vamp, got 'flat'"):
         get_prior("flat", 2)
 
 
+def toy_encoder(images, vectors):
+    """A fixed encoder for pseudo-inputs: the mean follows the image's mean pixel and the condition."""
+    brightness = tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
+    offset = tf.reduce_sum(vectors * tf.range(tf.shape(vectors)[1], dtype=tf.float32), axis=1, keepdims=True)
+    mean = tf.concat([4.0 * brightness - 2.0 + offset, -brightness + 0.3 * offset], axis=1)
+    return mean, tf.fill(tf.shape(mean), -1.0)
+
+
+def prior_of(name: str, classes: int = 0) -> Prior:
+    """A 2-D prior of `name`: mixtures with 6 components (per class, of `classes`), the VampPrior
+    with random pseudo-inputs through the toy encoder."""
+    prior = get_prior(name, 2, components=6 * max(classes, 1), image_shape=(3, 3, 1), condition_width=classes + 1,
+                      class_group=(1, classes) if classes else None)
+    for weight in prior.weights:
+        weight.assign(np.random.default_rng(3).normal(scale=0.3, size=weight.shape).astype("float32"))
+    prior.attach(toy_encoder)
+    return prior
+
+
+def condition_vectors(count: int, classes: int, label: int = 0) -> tf.Tensor:
+    vectors = np.zeros((count, classes + 1), np.float32)
+    if classes:
+        vectors[:, 1 + label] = 1.0
+    return tf.constant(vectors)
+
+
+@pytest.mark.parametrize("classes", [0, 3])
 @pytest.mark.parametrize("name", list(PRIORS))
-def test_log_prob_is_normalised_in_two_dimensions(name):
-    prior = get_prior(name, 2)
-    axis = np.linspace(-7.0, 7.0, 401, dtype="float32")
+def test_log_prob_is_normalised_in_two_dimensions(name, classes):
+    prior = prior_of(name, classes)
+    axis = np.linspace(-12.0, 12.0, 601, dtype="float32")
     grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
-    density = np.exp(prior.log_prob(tf.constant(grid), tf.zeros([len(grid), 0])).numpy()).reshape(401, 401)
-    assert np.trapezoid(np.trapezoid(density, axis), axis) == pytest.approx(1.0, abs=1e-3)
+    for label in range(max(classes, 1)):
+        log_p = prior.log_prob(tf.constant(grid), condition_vectors(len(grid), classes, label)).numpy()
+        density = np.exp(log_p).reshape(601, 601)
+        assert np.trapezoid(np.trapezoid(density, axis), axis) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_the_monte_carlo_kl_is_unbiased_against_the_closed_form():
@@ -91,3 +128,70 @@ def test_the_prior_survives_the_keras_round_trip(tmp_path):
                                       original.sample_latent(tf.constant(labels[:4]), seed))
 
     assert_keras_round_trip(model, images, labels, tmp_path / "prior.keras", same)
+
+
+@pytest.mark.parametrize("name", ["mixture", "vamp"])
+def test_a_mixture_mixes_its_own_class_components_with_weights_summing_to_one(name):
+    prior = prior_of(name, classes=3)
+    assert not prior.factorises and prior.num_components == 6 and prior.sets == 3
+    z = tf.constant(np.random.default_rng(4).normal(size=(5, 2)).astype("float32"))
+    means, scales = prior.component_moments()  # [3 classes, 6, 2]
+    for label in range(3):
+        mixture = prior.distribution(condition_vectors(5, 3, label))
+        np.testing.assert_allclose(tf.reduce_sum(mixture.mixture_distribution.probs_parameter(), -1), 1.0, rtol=1e-6)
+        # By hand: log (1/6) Σ_m N(z; μ_m, σ_m) over this class's components only.
+        per_component = tfd.Independent(tfd.Normal(means[label], scales[label]), 1).log_prob(z[:, None, :])
+        expected = tf.reduce_logsumexp(per_component, axis=1) - np.log(6.0)
+        np.testing.assert_allclose(prior.log_prob(z, condition_vectors(5, 3, label)), expected, rtol=1e-5)
+    assert not np.allclose(prior.log_prob(z, condition_vectors(5, 3, 0)), prior.log_prob(z, condition_vectors(5, 3, 2)))
+
+
+def test_the_vamp_prior_is_its_encoder_at_the_pseudo_inputs():
+    prior = prior_of("vamp", classes=3)
+    means, _ = prior.component_moments()
+    pseudo = tf.sigmoid(prior.pseudo_inputs)
+    expected, _ = toy_encoder(pseudo, prior.pseudo_conditions())
+    np.testing.assert_allclose(tf.reshape(means, [-1, 2]), expected, rtol=1e-6)
+    # each pseudo-input carries its class's one-hot, 6 per class
+    np.testing.assert_array_equal(np.argmax(prior.pseudo_conditions().numpy()[:, 1:], axis=1), np.repeat(np.arange(3), 6))
+    with pytest.raises(ValueError, match="needs its model's encoder"):
+        get_prior("vamp", 2).component_moments()
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_a_mixture_prior_model_round_trips_and_refuses_free_bits(tmp_path, prior):
+    model = CVAE(latent_dim=3, hidden_units=(8,), prior=prior, prior_components=20, activation="gated", seed=0)
+    assert isinstance(model.prior, (GaussianMixture, VampPrior)) and model.prior.sets == 10
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (16, 28, 28, 1)).astype("uint8"), rng.integers(0, 10, 16)
+    z = rng.standard_normal((4, 3)).astype("float32")
+
+    def same(loaded, original):
+        assert loaded.prior_name == prior and loaded.prior_components == 20
+        for saved, restored in zip(original.prior.weights, loaded.prior.weights, strict=True):
+            np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+        np.testing.assert_allclose(loaded.log_prior(z, labels[:4]), original.log_prior(z, labels[:4]), rtol=1e-5)
+
+    assert_keras_round_trip(model, images, labels, tmp_path / f"{prior}.keras", same)
+    with pytest.raises(ValueError, match="free_bits needs a prior that factorises"):
+        CVAE(latent_dim=3, hidden_units=(8,), prior=prior, free_bits=0.5)
+
+
+def test_the_export_samples_the_vamp_prior(tmp_path):
+    from keras_cvae.evaluation.estimators import KerasBackend
+    from keras_cvae.export import export_saved_model
+    from keras_cvae.serving_client import load_client
+
+    model = CVAE(latent_dim=2, hidden_units=(8,), prior="vamp", prior_components=30, seed=0)
+    for weight in model.prior.weights:  # pseudo-inputs far apart, so the mixture is not N(0, I)
+        weight.assign(np.random.default_rng(5).normal(scale=3.0, size=weight.shape).astype("float32"))
+    client = load_client(export_saved_model(model, tmp_path))
+    assert "kl_per_dimension" not in client._signatures  # the VampPrior does not factorise
+    rows = np.full((20_000, 1), 4)
+    z = client.sample_latent(rows, seed=3)
+    np.testing.assert_allclose(z, KerasBackend(model).sample_latent(rows, 3), atol=1e-6)
+    # the prior's own moments for class 4: the mean and variance of its equally weighted mixture
+    means, scales = (t.numpy()[4] for t in model.prior.component_moments())
+    variance = (scales**2 + means**2).mean(axis=0) - means.mean(axis=0) ** 2
+    np.testing.assert_allclose(z.mean(axis=0), means.mean(axis=0), atol=float(4 * np.sqrt(variance.max() / len(z))))
+    np.testing.assert_allclose(z.var(axis=0), variance, rtol=0.05)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from keras_cvae.conditions import Condition, class_labels, class_names
+from keras_cvae.conditions import Condition, class_labels, class_names, first_categorical
 from keras_cvae.likelihoods import Gaussian, get_likelihood
 from keras_cvae.models.base import (
     VariationalModel,
@@ -93,6 +93,7 @@ class CVAE(VariationalModel):
         decoder: keras.Model | dict[str, Any] | None = None,
         activation: str = "relu",
         prior: str = "standard",
+        prior_components: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -108,7 +109,10 @@ class CVAE(VariationalModel):
         self.beta = float(beta)
         self.free_bits = float(free_bits)
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
-        self.prior = get_prior(prior, self.latent_dim)
+        self.prior_components = None if prior_components is None else int(prior_components)
+        self.prior = get_prior(prior, self.latent_dim, components=self.prior_components, image_shape=self.image_shape,
+                               condition_width=self.condition_width, class_group=self._class_group())
+        self.prior.attach(self._encode_vectors)
         if self.free_bits and not self.prior.factorises:
             raise ValueError(f"free_bits needs a prior that factorises over latent dimensions; {prior!r} does not")
 
@@ -140,6 +144,7 @@ class CVAE(VariationalModel):
             "activation": self.activation,
             "likelihood": self.likelihood_name,
             "prior": self.prior_name,
+            "prior_components": self.prior_components,
             "beta": self.beta,
             "conditional": self.conditional,
             "seed": self.seed,
@@ -157,6 +162,14 @@ class CVAE(VariationalModel):
             self.likelihood.loaded_by_model = True
             return
         super().load_own_variables(store)
+
+    def _class_group(self) -> tuple[int, int] | None:
+        """(offset, width) of the first categorical condition's one-hot group in the condition
+        vector, which a mixture prior splits its components by; None without one."""
+        first = first_categorical(self.conditions) if self.conditional else None
+        if first is None:
+            return None
+        return sum(c.width for c in self.conditions[:first]), self.conditions[first].width
 
     @property
     def condition_width(self) -> int:
@@ -224,7 +237,16 @@ class CVAE(VariationalModel):
 
     def encode(self, images: tf.Tensor, labels: tf.Tensor | None = None, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """q(z | x, c)'s mean and (bounded) log-variance, each [N, latent_dim]."""
-        z_mean, z_log_var = self.encoder(self._with_condition(images, labels), training=training)
+        return self._encoded(self.encoder(self._with_condition(images, labels), training=training))
+
+    def _encode_vectors(self, images: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`encode` for condition vectors instead of rows (what the VampPrior's pseudo-inputs carry)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        return self._encoded(self.encoder([images, vectors] if self.conditional else images))
+
+    @staticmethod
+    def _encoded(outputs: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        z_mean, z_log_var = outputs
         # Under mixed precision the networks compute in bfloat16/float16; the distributions,
         # the KL and the losses stay in float32.
         return tf.cast(z_mean, tf.float32), bounded_log_var(z_log_var)

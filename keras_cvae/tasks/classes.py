@@ -140,7 +140,7 @@ class ClassesTask(Task):
         m = config.model
         return {"image_shape": dataset.x_train.shape[1:], "conditions": dataset.conditions, "latent_dim": m.latent_dim,
                 "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "activation": m.activation,
-                "likelihood": m.likelihood, "prior": m.prior, "beta": m.beta,
+                "likelihood": m.likelihood, "prior": m.prior, "prior_components": m.prior_components, "beta": m.beta,
                 "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
