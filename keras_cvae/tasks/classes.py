@@ -56,7 +56,14 @@ from keras_cvae.tasks.base import (
     latent_usage_results,
     model_config,
 )
-from keras_cvae.tasks.conditioning import checked_rows, condition_specs, decode_grid, default_vary, grid_rows
+from keras_cvae.tasks.conditioning import (
+    checked_rows,
+    condition_specs,
+    decode_grid,
+    default_vary,
+    grid_rows,
+    prior_grid,
+)
 
 CONDITIONS_ASSET = "conditions.json"
 BITS_PER_NAT = 1.0 / np.log(2.0)
@@ -67,8 +74,9 @@ class SampleGrid(keras.callbacks.Callback):
     condition (else a sweep of the first continuous one), the other conditions held at stated
     values, and one fixed noise per column.
 
-    The noise is drawn once from `seed`, so the same column shows the same z all run long and
-    the pictures show how the decoder changes, not how the noise does.
+    Each column's z comes from the model's prior with a seed fixed for the whole run
+    (`conditioning.prior_grid`), so the same column shows the same draw all run long and the
+    pictures show how the model changes, not how the noise does.
     """
 
     def __init__(self, run_dir: RunDir, conditions: tuple[Condition, ...], latent_dim: int, num_columns: int = 8,
@@ -76,19 +84,18 @@ class SampleGrid(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self.rows = grid_rows(conditions, default_vary(conditions))
-        rng = np.random.default_rng(seed)
-        self.noise = rng.standard_normal((len(self.rows.labels), num_columns, latent_dim)).astype("float32")
+        self.num_columns, self.seed = num_columns, seed
         self.tensorboard_dir = tensorboard_dir
         self._writer = None
+        self._backend = None
 
     def grid(self) -> np.ndarray:
         """Decoded samples [rows, columns, H, W, C]. A conditional model reuses each column's
-        noise across rows; a plain VAE gets fresh noise for every cell (its rows carry no condition)."""
-        rows, cols, latent_dim = self.noise.shape
-        noise = self.noise if not self.model.conditional else np.broadcast_to(self.noise[:1], self.noise.shape)
-        labels = np.repeat(self.rows.rows, cols, axis=0)
-        images = np.asarray(self.model.generate(labels, z=noise.reshape(rows * cols, latent_dim)))
-        return images.reshape(rows, cols, *images.shape[1:])
+        seed across rows; a plain VAE gets a seed for every cell (its rows carry no condition)."""
+        if self._backend is None or self._backend.model is not self.model:
+            self._backend = KerasBackend(self.model)
+        z = prior_grid(self._backend, self.rows.rows, self.num_columns, self.seed, self.model.conditional)
+        return decode_grid(self._backend, self.rows.rows, z)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         images = self.grid()
@@ -488,8 +495,7 @@ class ClassesTask(Task):
         except DataError as err:
             raise UsageError(f"`condition`: {err}") from None
         rows = grid_rows(conditions, vary, held)
-        z = np.random.default_rng(request.seed).standard_normal((request.num, backend.latent_dim)).astype("float32")
-        grid = decode_grid(backend, rows.rows, z)
+        grid = decode_grid(backend, rows.rows, prior_grid(backend, rows.rows, request.num, request.seed))
         title = f"samples, seed {request.seed}" + (f" ({rows.held})" if rows.held else "")
         return sample_grid_figure(grid, rows.labels, title=title)
 

@@ -55,11 +55,26 @@ def default_vary(conditions: Sequence[Condition], given: Collection[str] = ()) -
     return free[first] if first is not None else next(iter(free), None)
 
 
+def prior_grid(model, rows: np.ndarray, num: int, seed: int, same_per_column: bool = True) -> np.ndarray:
+    """z for a grid of samples, [len(rows), num, L], from the model's prior (`model` a ClassModel:
+    `sample_latent(rows, seed)`). Every cell of column j is drawn with one seed, so the rows
+    differ by their conditions only (under N(0, I), one z per column); with `same_per_column`
+    False every cell has a seed of its own."""
+    def cell(r: int, j: int) -> np.ndarray:
+        cell_seed = (seed * 1_000_003 + j + (0 if same_per_column else (r + 1) * num)) % (2**31 - 1)
+        return model.sample_latent(rows[r:r + 1], cell_seed)[0]
+
+    return np.stack([np.stack([cell(r, j) for j in range(num)]) for r in range(len(rows))]).astype(np.float32)
+
+
 def decode_grid(model, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Every z decoded under every condition row, [rows, len(z), H, W, C]: the same z in each
-    column, so the rows differ by their conditions only. `model` decodes numpy (a ClassModel)."""
-    images = model.decode(np.tile(z, (len(rows), 1)), np.repeat(rows, len(z), axis=0))
-    return images.reshape(len(rows), len(z), *images.shape[1:])
+    """A grid decoded under its condition rows, [rows, columns, H, W, C]: z [columns, L] is the
+    same z under every row (the rows differ by their conditions only), z [rows, columns, L] one z
+    per cell (`prior_grid`). `model` decodes numpy (a ClassModel)."""
+    z = np.broadcast_to(z, (len(rows), *z.shape)) if z.ndim == 2 else z
+    columns = z.shape[1]
+    images = model.decode(np.ascontiguousarray(z).reshape(len(rows) * columns, -1), np.repeat(rows, columns, axis=0))
+    return images.reshape(len(rows), columns, *images.shape[1:])
 
 
 # ------------------------------------------------------------------------------------------
