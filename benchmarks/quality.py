@@ -21,6 +21,7 @@ interrupted benchmark, or one given more --repeats, goes on where it stopped.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -48,6 +49,16 @@ LITERATURE = {
 }
 
 
+def machine() -> str:
+    """The machine the runs were measured on, in words."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{os.cpu_count()} CPU cores ({names[0] if names else platform.machine()}), no GPU used"
+
+
 def spread(values: list[float], digits: int = 2) -> str:
     import numpy as np
 
@@ -65,6 +76,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"but for each model's settings; {result['test_images']} test "
         f"images; mean ± std over {len({r['seed'] for r in runs})} seed(s). Command(s): "
         + ", ".join(f"`python benchmarks/quality.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
+        "",
+        f"Machine: {machine()}. Written {datetime.date.today().isoformat()}.",
         "",
         "| model | settings | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
