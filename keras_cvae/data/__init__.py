@@ -27,6 +27,7 @@ from keras_cvae.conditions import (
     encode_column,
     parse_condition_list,
 )
+from keras_cvae.config import DataConfig
 from keras_cvae.data.files import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
@@ -37,9 +38,15 @@ from keras_cvae.data.files import (
     load_npz,
     parse_idx,
 )
-from keras_cvae.data.folders import SPLIT_COLUMN, FolderTable, as_array, decode_images, is_image_folder, read_folder
+from keras_cvae.data.folders import (
+    SPLIT_COLUMN,
+    FolderTable,
+    as_array,
+    decode_images,
+    is_image_folder,
+    read_folder,
+)
 from keras_cvae.data.pipeline import limit_and_split, make_mixed_pipeline, make_pipeline
-from keras_cvae.config import DataConfig
 from keras_cvae.errors import DataError
 
 __all__ = [
