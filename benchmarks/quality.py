@@ -77,7 +77,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"images; mean ± std over {len({r['seed'] for r in runs})} seed(s). Command(s): "
         + ", ".join(f"`python benchmarks/quality.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
-        f"Machine: {machine()}. Written {datetime.date.today().isoformat()}.",
+        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
         "",
         "| model | settings | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
