@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES = ("mlp", "conv")
+ARCHITECTURES = ("mlp", "conv", "resnet")  # networks.NETWORKS
 ACTIVATIONS = ("relu", "gated", "softplus")  # networks.ACTIVATIONS
 PRIORS = ("standard", "mixture", "vamp")  # priors.PRIORS
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -35,7 +35,7 @@ BINARIZATIONS = ("none", "dynamic")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
-DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,)}
+DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,), "resnet": (128,)}
 
 
 class ConfigError(ValueError):

@@ -1,11 +1,12 @@
 """Functional-API builders for the encoder q(z | x, c) and the decoder p(x | z, c).
 
-`mlp(...)` and `conv(...)` return a matching (encoder, decoder) pair that `CVAE(encoder=...,
-decoder=...)` accepts; `CVAE(arch="mlp")` builds the same pair itself. Both networks take the
-condition as a second input and concatenate it first: the encoder joins the image
-(flattened for `mlp`, as extra channels for `conv`) with the condition vector (one-hot groups and
-standardised values), the decoder joins z with it. The conv networks' depth follows the image
-size (`conv_filters`). With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
+`mlp(...)`, `conv(...)` and `resnet(...)` return a matching (encoder, decoder) pair that
+`CVAE(encoder=..., decoder=...)` accepts; `CVAE(arch="mlp")` builds the same pair itself. Both
+networks take the condition as a second input and concatenate it first: the encoder joins the
+image (flattened for `mlp`, as extra channels for `conv` and `resnet`) with the condition vector
+(one-hot groups and standardised values), the decoder joins z with it. The convolutional
+networks' depth follows the image size (`conv_filters`); `resnet` adds NVAE's residual cell
+(`residual_cell`) at every resolution. With `num_conditions=0` they are a plain VAE's networks. No Lambda layers, so the
 models load with `safe_mode=True`.
 
 `condition_scale` multiplies the condition before a dense concatenation (not the conv encoder's
@@ -30,6 +31,9 @@ ONE_HOT_SCALE = 10.0
 
 
 ACTIVATIONS = ("relu", "gated", "softplus")
+RESIDUAL_SCALE = 0.1  # NVAE scales each cell's branch before adding it to the skip path
+SQUEEZE_RATIO, MIN_SQUEEZE = 16, 4  # the squeeze-and-excitation bottleneck: channels / 16, at least 4
+MAX_GROUPS = 8
 
 
 def dense(h: keras.KerasTensor, units: int, activation: str, name: str) -> keras.KerasTensor:
@@ -53,6 +57,31 @@ def conv_filters(height: int, width: int) -> tuple[int, ...]:
         filters.append(min(FIRST_FILTERS * 2 ** len(filters), MAX_FILTERS))
         side = -(-side // 2)
     return tuple(filters)
+
+
+def residual_cell(h: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    """NVAE's residual cell (Vahdat & Kautz 2020, the bottom-up cell of its Fig. 3):
+    x + 0.1 · SE(conv3×3(swish(norm(conv3×3(swish(norm(x))))))), at x's width and resolution.
+
+    Group normalisation stands in for NVAE's batch normalisation, so that training and inference
+    compute the same function whatever the batch: a single served image, or K draws of z for one
+    image in the importance-weighted bound.
+    """
+    channels = h.shape[-1]
+    groups = next(g for g in range(min(MAX_GROUPS, channels), 0, -1) if channels % g == 0)
+    branch = h
+    for i in (0, 1):
+        branch = layers.GroupNormalization(groups=groups, name=f"{name}_norm_{i}")(branch)
+        branch = layers.Activation("silu", name=f"{name}_swish_{i}")(branch)
+        branch = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv_{i}")(branch)
+    # Squeeze and excitation: a per-channel gate from the channel means.
+    squeezed = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(branch)
+    squeezed = layers.Conv2D(max(channels // SQUEEZE_RATIO, MIN_SQUEEZE), 1, activation="relu",
+                             name=f"{name}_excite_0")(squeezed)
+    gate = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_excite_1")(squeezed)
+    branch = layers.Multiply(name=f"{name}_gate")([branch, gate])
+    branch = layers.Rescaling(RESIDUAL_SCALE, name=f"{name}_scale")(branch)
+    return layers.Add(name=name)([h, branch])
 
 
 def _condition_input(num_conditions: int, scale: float) -> tuple[keras.KerasTensor | None, keras.KerasTensor | None]:
@@ -101,18 +130,21 @@ def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | Non
         h = layers.Flatten(name="flatten")(image)
         if condition is not None:
             h = layers.Concatenate(name="image_and_condition")([h, condition])
-    elif arch == "conv":
+    elif arch in ("conv", "resnet"):
         h = image
         if condition is not None:
             # Tile the condition vector over the image plane: 1×1×K upsampled to H×W×K.
             planes = layers.Reshape((1, 1, condition.shape[-1]))(condition)
             planes = layers.UpSampling2D(size=(height, width), name="condition_planes")(planes)
             h = layers.Concatenate(name="image_and_condition")([h, planes])
+        residual = arch == "resnet"
         for i, filters in enumerate(conv_filters(height, width)):
             h = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
+            if residual:
+                h = residual_cell(h, f"cell_{i}")
         h = layers.Flatten(name="flatten")(h)
     else:
-        raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
+        raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
     for i, units in enumerate(hidden_units):
         h = dense(h, units, activation, f"hidden_{i}")
     return h
@@ -151,15 +183,18 @@ def build_decoder(
     if arch == "mlp":
         h = layers.Dense(height * width * out_channels, name="logits_flat")(h)
         logits = layers.Reshape((height, width, out_channels), name="logits")(h)
-    elif arch == "conv":
+    elif arch in ("conv", "resnet"):
         # Mirror the encoder: start from its smallest map, double per layer, crop any excess
         # (an odd side was rounded up on the way down).
+        residual = arch == "resnet"
         filters = conv_filters(height, width)
         scale = 2 ** len(filters)
         base = (-(-height // scale), -(-width // scale), filters[-1])
         h = layers.Dense(base[0] * base[1] * base[2], activation="relu", name="project")(h)
         h = layers.Reshape(base)(h)
         for i, count in enumerate(reversed(filters)):
+            if residual:
+                h = residual_cell(h, f"cell_{i}")
             h = layers.Conv2DTranspose(count, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
         excess_h, excess_w = base[0] * scale - height, base[1] * scale - width
         if excess_h or excess_w:
@@ -167,7 +202,7 @@ def build_decoder(
                                   name="crop")(h)
         logits = layers.Conv2DTranspose(out_channels, 3, padding="same", name="logits")(h)
     else:
-        raise ValueError(f"arch must be 'mlp' or 'conv', got {arch!r}")
+        raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
     inputs = [z, condition] if condition is not None else [z]
     return keras.Model(inputs, logits, name=name)
 
@@ -210,6 +245,17 @@ def conv(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, la
                  activation)
 
 
+def resnet(image_shape: Sequence[int] = (32, 32, 3), condition_width: int = 10, latent_dim: int = 20,
+           hidden_units: Sequence[int] = (128,), outputs_per_channel: int = 1,
+           condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
+    """The residual (encoder, decoder) pair for colour images of 32–64 px: `conv`'s stride-2
+    convolutions and transposed convolutions, with one `residual_cell` (NVAE's) after each
+    downsampling in the encoder and before each upsampling in the decoder. None at full
+    resolution: there one cell costs as much as the whole `conv` pair. Arguments as `conv`'s."""
+    return _pair(image_shape, condition_width, latent_dim, "resnet", hidden_units, outputs_per_channel,
+                 condition_scale, activation)
+
+
 def _pair(image_shape: Sequence[int], condition_width: int, latent_dim: int, arch: str,
           hidden_units: Sequence[int], outputs_per_channel: int, condition_scale: float,
           activation: str) -> tuple[keras.Model, keras.Model]:
@@ -219,7 +265,7 @@ def _pair(image_shape: Sequence[int], condition_width: int, latent_dim: int, arc
                           activation=activation))
 
 
-NETWORKS = {"mlp": mlp, "conv": conv}  # the built-in pairs by `arch` name
+NETWORKS = {"mlp": mlp, "conv": conv, "resnet": resnet}  # the built-in pairs by `arch` name
 
 
 def build_baseline(image_shape: Sequence[int], hidden_units: Sequence[int]) -> keras.Model:

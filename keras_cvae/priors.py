@@ -1,6 +1,8 @@
 """p(z | c): the prior over the latent code, as a component every consumer goes through:
 N(0, I) (`StandardNormal`), a learned Gaussian mixture (`GaussianMixture`) or the VampPrior
-(`VampPrior`), the mixtures optionally one set of components per class.
+(`VampPrior`), the mixtures optionally one set of components per class, or a Gaussian whose
+moments a network computes from c (`ConditionalGaussian`, the structured-output CVAE's prior
+network).
 
 The training loss, the importance-weighted log-weights, evaluation's ELBO and per-dimension KL,
 free bits, `generate`, the sample grids and the export's signatures all ask the model's
@@ -118,6 +120,31 @@ class StandardNormal(GaussianPrior):
     def moments(self, conditions):
         zeros = tf.zeros(tf.stack([tf.shape(conditions)[0], self.latent_dim]))
         return zeros, tf.ones_like(zeros)
+
+
+@keras.saving.register_keras_serializable(package="keras_cvae")
+class ConditionalGaussian(GaussianPrior):
+    """A learned p(z | c) = N(μ(c), diag σ²(c)): Sohn et al.'s (2015) prior network.
+
+    The network belongs to the model (its weights are saved with the model's other networks);
+    the model attaches it as a function of the condition vector, c → (μ, log σ²), and this
+    prior owns the Gaussian's maths: log-probabilities, draws and the closed-form KL, in total
+    and per dimension.
+    """
+
+    def __init__(self, latent_dim: int = 20, **kwargs) -> None:
+        self._network = None
+        super().__init__(latent_dim, **kwargs)
+
+    def attach(self, network: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]) -> None:
+        """The prior network, condition vectors [N, W] → (mean, log-variance), each [N, L]."""
+        self._network = network
+
+    def moments(self, conditions):
+        if self._network is None:
+            raise ValueError("ConditionalGaussian needs its prior network: call `attach(network)` first")
+        mean, log_var = self._network(conditions)
+        return mean, tf.exp(0.5 * log_var)
 
 
 class MixturePrior(Prior):
@@ -265,6 +292,8 @@ class VampPrior(MixturePrior):
         return tf.reshape(mean, shape), tf.reshape(tf.exp(0.5 * log_var), shape)
 
 
+# The priors a CVAE builds by name (ConditionalGaussian needs a model's prior network: the
+# completion model attaches its own).
 PRIORS: dict[str, type[Prior]] = {"standard": StandardNormal, "mixture": GaussianMixture, "vamp": VampPrior}
 
 

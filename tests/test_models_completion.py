@@ -64,7 +64,7 @@ def test_kl_between_prior_and_recognition_networks_equals_closed_form():
     batch = images()
     x = model.condition(batch)
     y_hat = tf.sigmoid(model.baseline_logits(x))
-    q, p = model.posterior(batch, x, y_hat), model.prior(x, y_hat)
+    q, p = model.posterior(batch, x, y_hat), model.prior.distribution(model.prior_conditions(x, y_hat))
     mq, sq, mp, sp = (t.numpy().astype(np.float64) for t in (q.mean(), q.stddev(), p.mean(), p.stddev()))
     closed = np.sum(np.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5, axis=1)
     model.seed_generator = keras.random.SeedGenerator(0)
@@ -99,7 +99,7 @@ def test_each_objective_matches_a_hand_computation(objective, alpha, beta):
     baseline_logits = model.baseline_logits(x)
     baseline_nll = -model.missing_log_likelihood(batch, baseline_logits)
     y_hat = tf.sigmoid(baseline_logits)
-    prior, posterior = model.prior(x, y_hat), model.posterior(batch, x, y_hat)
+    prior, posterior = model.prior.distribution(model.prior_conditions(x, y_hat)), model.posterior(batch, x, y_hat)
     first, second = (tf.random.stateless_normal([6, 3], seed=[7, draw], alg="philox") for draw in (0, 1))
     z_q = posterior.mean() + posterior.stddev() * first
     z_p = prior.mean() + prior.stddev() * second
@@ -222,3 +222,23 @@ def test_config_and_keras_file_round_trip(objective, tmp_path):
 
 
 
+
+
+def test_the_prior_network_is_a_conditional_gaussian_and_old_files_still_load():
+    """tests/data/completion_0.2_hybrid.keras: written before the prior network went through
+    `priors.ConditionalGaussian` (hybrid, one step of FusedAdam): it loads with the same
+    weights, and completes and reports the prior's moments exactly as it did."""
+    import keras
+
+    from conftest import REPO_ROOT
+    from keras_cvae.priors import ConditionalGaussian
+
+    data = REPO_ROOT / "tests" / "data"
+    model = keras.saving.load_model(data / "completion_0.2_hybrid.keras", safe_mode=True)
+    assert isinstance(model.prior, ConditionalGaussian) and int(model.optimizer.iterations) == 2
+    expected = np.load(data / "completion_0.2_hybrid_outputs.npz")
+    x = expected["images"].astype("float32") / 255.0
+    np.testing.assert_allclose(model.complete(x, eps=expected["eps"]).numpy(), expected["completed"], atol=1e-6)
+    moments = model.latent_moments(x)
+    np.testing.assert_allclose(moments["p_mean"].numpy(), expected["p_mean"], atol=1e-6)
+    np.testing.assert_allclose(moments["p_log_var"].numpy(), expected["p_log_var"], atol=1e-5)

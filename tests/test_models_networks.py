@@ -11,7 +11,7 @@ from keras_cvae.networks import build_decoder, build_encoder, conv_filters
 IMAGE_SHAPE = (28, 28, 1)
 
 
-@pytest.mark.parametrize("arch,hidden", [("mlp", (400,)), ("mlp", (512, 256)), ("conv", (128,))])
+@pytest.mark.parametrize("arch,hidden", [("mlp", (400,)), ("mlp", (512, 256)), ("conv", (128,)), ("resnet", (32,))])
 @pytest.mark.parametrize("num_conditions", [10, 0])
 def test_shapes(arch, hidden, num_conditions):
     encoder = build_encoder(IMAGE_SHAPE, num_conditions, 7, arch, hidden)
@@ -53,10 +53,11 @@ def test_conv_adds_condition_as_channels():
     ((30, 45, 3), (32, 64)),          # odd sides round up on the way down, are cropped on the way up
     ((6, 6, 1), (32,)),               # at least one layer
 ])
-def test_conv_depth_follows_the_image_size(shape, filters):
+@pytest.mark.parametrize("arch", ["conv", "resnet"])
+def test_conv_depth_follows_the_image_size(shape, filters, arch):
     assert conv_filters(*shape[:2]) == filters
-    encoder = build_encoder(shape, 3, 4, "conv", (16,))
-    decoder = build_decoder(shape, 3, 4, "conv", (16,), outputs_per_channel=2)
+    encoder = build_encoder(shape, 3, 4, arch, (16,))
+    decoder = build_decoder(shape, 3, 4, arch, (16,), outputs_per_channel=2)
     assert [layer.filters for layer in encoder.layers if layer.name.startswith("conv_")] == list(filters)
     z_mean, _ = encoder([np.zeros((2, *shape), "float32"), np.zeros((2, 3), "float32")])
     assert z_mean.shape == (2, 4)
@@ -120,3 +121,72 @@ def test_an_unknown_activation_is_refused_with_the_choices():
 
     with pytest.raises(ValueError, match="activation must be one of relu, gated, softplus, got 'tanh'"):
         mlp(activation="tanh")
+
+
+def test_the_architectures_setting_lists_the_built_in_networks():
+    from keras_cvae import config
+    from keras_cvae.networks import NETWORKS
+
+    assert tuple(NETWORKS) == config.ARCHITECTURES
+    assert set(config.DEFAULT_HIDDEN_UNITS) == set(NETWORKS)
+
+
+def test_resnet_has_a_residual_cell_at_every_resolution():
+    shape = (32, 32, 3)  # 32 → 16 → 8
+    encoder = build_encoder(shape, 3, 4, "resnet", (16,))
+    decoder = build_decoder(shape, 3, 4, "resnet", (16,))
+
+    def sides(model):
+        return sorted(layer.output.shape[1] for layer in model.layers
+                      if layer.name.startswith("cell_") and layer.name.count("_") == 1)
+
+    assert sides(encoder) == [8, 16] and sides(decoder) == [8, 16]
+
+
+def _cell_model(channels: int = 8) -> keras.Model:
+    from keras_cvae.networks import residual_cell
+
+    x = keras.Input((6, 6, channels))
+    return keras.Model(x, residual_cell(x, "cell"))
+
+
+def test_residual_cell_is_skip_plus_a_tenth_of_its_branch():
+    """x + 0.1 · branch(x): with the last convolution zeroed the cell is the identity, and the
+    branch enters scaled by 0.1."""
+    cell = _cell_model()
+    x = np.random.default_rng(0).normal(size=(3, 6, 6, 8)).astype("float32")
+    branch = keras.Model(cell.inputs, cell.get_layer("cell_gate").output)
+    np.testing.assert_allclose(cell(x).numpy(), x + 0.1 * branch(x).numpy(), rtol=1e-5, atol=1e-6)
+    last = cell.get_layer("cell_conv_1")
+    last.set_weights([np.zeros_like(w) for w in last.get_weights()])
+    np.testing.assert_allclose(cell(x).numpy(), x, atol=1e-6)
+
+
+def test_residual_cell_computes_the_same_for_an_image_alone_or_in_a_batch():
+    """Group normalisation: training and inference agree, and no image depends on its batch."""
+    cell = _cell_model()
+    batch = np.random.default_rng(1).normal(size=(5, 6, 6, 8)).astype("float32")
+    alone = cell(batch[:1], training=False).numpy()
+    for training in (True, False):
+        np.testing.assert_allclose(cell(batch, training=training).numpy()[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_a_resnet_cvae_survives_the_keras_round_trip(tmp_path):
+    from conftest import assert_keras_round_trip
+    from keras_cvae import CVAE
+
+    model = CVAE(image_shape=(16, 16, 3), num_classes=3, latent_dim=4, arch="resnet", hidden_units=(8,),
+                 likelihood="discretized_logistic", seed=0)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (16, 16, 16, 3)).astype("uint8"), rng.integers(0, 3, 16)
+    z = rng.standard_normal((4, 4)).astype("float32")
+
+    def same(loaded, original):
+        assert loaded.arch == "resnet"
+        for saved, restored in zip(original.weights, loaded.weights, strict=True):
+            np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+        unit = images[:4].astype("float32") / 255.0
+        np.testing.assert_allclose(loaded.log_likelihood(unit, labels[:4], z),
+                                   original.log_likelihood(unit, labels[:4], z), rtol=1e-5)
+
+    assert_keras_round_trip(model, images, labels, tmp_path / "resnet.keras", same)

@@ -12,6 +12,7 @@ from keras_cvae import config
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.priors import (
     PRIORS,
+    ConditionalGaussian,
     GaussianMixture,
     GaussianPrior,
     Prior,
@@ -37,9 +38,21 @@ def toy_encoder(images, vectors):
     return mean, tf.fill(tf.shape(mean), -1.0)
 
 
+def toy_prior_network(vectors):
+    """A fixed prior network: mean and log-variance move with the condition vector."""
+    offset = tf.reduce_sum(vectors * tf.range(1, tf.shape(vectors)[1] + 1, dtype=tf.float32), axis=1, keepdims=True)
+    mean = tf.concat([offset - 1.0, 0.5 * offset], axis=1)
+    return mean, tf.concat([0.3 * offset - 0.5, 0.4 - 0.2 * offset], axis=1)
+
+
 def prior_of(name: str, classes: int = 0) -> Prior:
     """A 2-D prior of `name`: mixtures with 6 components (per class, of `classes`), the VampPrior
-    with random pseudo-inputs through the toy encoder."""
+    with random pseudo-inputs through the toy encoder, the conditional Gaussian through the toy
+    prior network."""
+    if name == "conditional":
+        prior = ConditionalGaussian(2)
+        prior.attach(toy_prior_network)
+        return prior
     prior = get_prior(name, 2, components=6 * max(classes, 1), image_shape=(3, 3, 1), condition_width=classes + 1,
                       class_group=(1, classes) if classes else None)
     for weight in prior.weights:
@@ -56,7 +69,7 @@ def condition_vectors(count: int, classes: int, label: int = 0) -> tf.Tensor:
 
 
 @pytest.mark.parametrize("classes", [0, 3])
-@pytest.mark.parametrize("name", list(PRIORS))
+@pytest.mark.parametrize("name", [*PRIORS, "conditional"])
 def test_log_prob_is_normalised_in_two_dimensions(name, classes):
     prior = prior_of(name, classes)
     axis = np.linspace(-12.0, 12.0, 601, dtype="float32")
@@ -78,6 +91,28 @@ def test_the_monte_carlo_kl_is_unbiased_against_the_closed_form():
     assert abs(estimates.mean() - closed) < 4 * stderr and stderr < 0.01
     per_dim = prior.kl_per_dimension(posterior, tf.zeros([1, 0])).numpy()
     assert per_dim.sum() == pytest.approx(closed, rel=1e-5)
+
+
+def test_the_conditional_gaussian_is_its_networks_gaussian():
+    """Draws have the network's moments for each condition; the closed-form KL matches the
+    one-sample Monte Carlo default and sums its per-dimension KLs."""
+    prior = prior_of("conditional")
+    conditions = tf.constant(np.repeat(np.eye(3, dtype="float32"), 40_000, axis=0))
+    mean, log_var = (t.numpy() for t in toy_prior_network(conditions))
+    z = prior.sample(conditions, seed=tf.constant([4, 5])).numpy().reshape(3, 40_000, 2)
+    np.testing.assert_allclose(z.mean(axis=1), mean[::40_000], atol=0.03)
+    np.testing.assert_allclose(z.std(axis=1), np.exp(0.5 * log_var[::40_000]), rtol=0.02)
+    posterior = tfd.MultivariateNormalDiag(tf.constant([[0.3, -0.2]] * 3), tf.constant([[0.6, 1.3]] * 3))
+    few = tf.constant(np.eye(3, dtype="float32"))
+    closed = prior.kl(posterior, None, few).numpy()
+    estimates = Prior.kl(prior, posterior, posterior.sample(100_000, seed=6), few).numpy()
+    assert np.all(np.abs(estimates.mean(axis=0) - closed) < 4 * estimates.std(axis=0) / np.sqrt(100_000))
+    np.testing.assert_allclose(prior.kl_per_dimension(posterior, few).numpy().sum(axis=1), closed, rtol=1e-5)
+
+
+def test_a_conditional_gaussian_without_its_network_says_so():
+    with pytest.raises(ValueError, match="needs its prior network"):
+        ConditionalGaussian(2).log_prob(tf.zeros([1, 2]), tf.zeros([1, 3]))
 
 
 def test_samples_follow_the_prior_and_repeat_for_a_seed():

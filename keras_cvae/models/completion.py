@@ -4,7 +4,7 @@ The condition is an image part x (the visible quadrants, see quadrants.py) and t
 missing pixels. Four networks, all functional Keras models from networks.py:
 
   baseline ŷ(x)               deterministic prediction of the whole image (Bernoulli logits)
-  prior network p(z | x, ŷ)    the learned prior, a diagonal Gaussian
+  prior network p(z | x, ŷ)    the learned prior, a diagonal Gaussian (`priors.ConditionalGaussian`)
   recognition q(z | x, y, ŷ)   the posterior; it sees the full image (x and y) and ŷ
   generation p(y | x, z)       Bernoulli logits of every pixel; only the missing ones are scored
 
@@ -36,7 +36,7 @@ from keras_cvae.models.base import (
 )
 from keras_cvae.models.quadrants import masked_input, visible_mask
 from keras_cvae.networks import build_baseline, build_decoder, build_encoder
-from keras_cvae.priors import diagonal_gaussian_kl
+from keras_cvae.priors import ConditionalGaussian
 
 tfd = tfp.distributions
 
@@ -100,6 +100,8 @@ class CompletionCVAE(VariationalModel):
         self.baseline = build_baseline(shape, units)
         if objective != "baseline":
             self.prior_network = build_encoder(shape, pixels, latent_dim, "mlp", units, name="prior_network")
+            self.prior = ConditionalGaussian(self.latent_dim, name="conditional_gaussian_prior")
+            self.prior.attach(self._prior_moments)
             self.recognition_network = build_encoder(
                 shape, 2 * pixels, latent_dim, "mlp", units, name="recognition_network"
             )
@@ -143,9 +145,16 @@ class CompletionCVAE(VariationalModel):
     def _flat(tensor: tf.Tensor) -> tf.Tensor:
         return tf.reshape(tensor, [tf.shape(tensor)[0], -1])
 
-    def prior(self, x: tf.Tensor, y_hat: tf.Tensor, training: bool = False) -> tfd.Distribution:
-        """p(z | x, ŷ), the prior network's diagonal Gaussian."""
-        return self._gaussian(self.prior_network, [x, self._flat(y_hat)], training)
+    def prior_conditions(self, x: tf.Tensor, y_hat: tf.Tensor) -> tf.Tensor:
+        """The prior's condition vector: x and ŷ flattened side by side, [N, 2·H·W·C]."""
+        return tf.concat([self._flat(x), self._flat(y_hat)], axis=1)
+
+    def _prior_moments(self, conditions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The prior network on a condition vector of `prior_conditions`: (mean, log-variance)."""
+        pixels = int(np.prod(self.image_shape))
+        x = tf.reshape(conditions[:, :pixels], [-1, *self.image_shape])
+        z_mean, z_log_var = self.prior_network([x, conditions[:, pixels:]])
+        return tf.cast(z_mean, tf.float32), bounded_log_var(z_log_var)
 
     def posterior(self, images: tf.Tensor, x: tf.Tensor, y_hat: tf.Tensor, training: bool = False) -> tfd.Distribution:
         """q(z | x, y, ŷ), the recognition network's diagonal Gaussian (`images` hold x and y)."""
@@ -172,17 +181,17 @@ class CompletionCVAE(VariationalModel):
             return {"loss": baseline_nll, "reconstruction_loss": baseline_nll, "kl_loss": zeros, "elbo": -baseline_nll}
 
         y_hat = tf.stop_gradient(tf.sigmoid(baseline_logits))
-        prior = self.prior(x, y_hat, training=training)
+        conditions = self.prior_conditions(x, y_hat)
         posterior = self.posterior(images, x, y_hat, training=training)
         z = self.sample(posterior)
         reconstruction = -self.missing_log_likelihood(images, self.generation_logits(z, x, training=training))
-        kl_per_dim = diagonal_gaussian_kl(posterior, prior)
+        kl_per_dim = self.prior.kl_per_dimension(posterior, conditions)
         kl = tf.reduce_sum(kl_per_dim, axis=-1)
         cvae_loss = reconstruction + self.beta * self.kl_weight * free_bits_kl(kl_per_dim, self.free_bits)
         if self.objective == "cvae":
             objective = cvae_loss
         else:
-            z_prior = self.sample(prior)
+            z_prior = self.sample(self.prior.distribution(conditions))
             gsnn_loss = -self.missing_log_likelihood(images, self.generation_logits(z_prior, x, training=training))
             weight = 0.0 if self.objective == "gsnn" else self.alpha
             objective = weight * cvae_loss + (1.0 - weight) * gsnn_loss
@@ -209,7 +218,7 @@ class CompletionCVAE(VariationalModel):
         x = self.condition(images)
         logits = self.baseline_logits(x)
         if self.objective != "baseline" and not baseline:
-            prior = self.prior(x, tf.sigmoid(logits))
+            prior = self.prior.distribution(self.prior_conditions(x, tf.sigmoid(logits)))
             if eps is None:
                 eps = keras.random.normal(tf.shape(prior.mean()), seed=seed)
             logits = self.generation_logits(prior.mean() + prior.stddev() * eps, x)
@@ -226,7 +235,8 @@ class CompletionCVAE(VariationalModel):
         images = tf.convert_to_tensor(images, tf.float32)
         x = self.condition(images)
         y_hat = tf.sigmoid(self.baseline_logits(x))
-        posterior, prior = self.posterior(images, x, y_hat), self.prior(x, y_hat)
+        posterior = self.posterior(images, x, y_hat)
+        prior = self.prior.distribution(self.prior_conditions(x, y_hat))
         return {"q_mean": posterior.mean(), "q_log_var": 2.0 * tf.math.log(posterior.stddev()),
                 "p_mean": prior.mean(), "p_log_var": 2.0 * tf.math.log(prior.stddev())}
 
@@ -242,7 +252,7 @@ class CompletionCVAE(VariationalModel):
             return self.missing_log_likelihood(images, logits)[tf.newaxis]
         num_samples = tf.convert_to_tensor(num_samples, tf.int32)
         y_hat = tf.sigmoid(logits)
-        prior = self.prior(x, y_hat)
+        prior = self.prior.distribution(self.prior_conditions(x, y_hat))
         proposal = prior if self.objective == "gsnn" else self.posterior(images, x, y_hat)
         z = self.sample(proposal, num_samples)  # [K, N, L]
         n = tf.shape(images)[0]

@@ -36,7 +36,7 @@ class CVAE(VariationalModel):
             conditions enter the networks one-hot, continuous ones standardised. Defaults to one
             categorical condition, `labels`, with `num_classes` classes named `class_names`.
         latent_dim: int. Size of z. Defaults to 20.
-        arch: str. The built-in networks, "mlp" or "conv" (`keras_cvae.networks`), used when
+        arch: str. The built-in networks, "mlp", "conv" or "resnet" (`keras_cvae.networks`), used when
             `encoder` and `decoder` are not given. Defaults to "mlp".
         hidden_units: sequence of ints. Dense layer sizes of the built-in encoder (mirrored in the
             decoder). Defaults to (400,).
