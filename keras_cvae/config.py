@@ -268,7 +268,8 @@ class TrainConfig:
     keep_checkpoints: int = setting(2, "how many of the newest epoch checkpoints to keep", parse=int, resumable=True)
     steps_per_execution: int = setting(32, "train steps per compiled call; callbacks see every Nth batch",
                                        parse=int, resumable=True)
-    mixed_precision: bool = setting(False, "compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32)",
+    mixed_precision: bool = setting(False, "compute in bfloat16 on CPU, float16 on GPU (losses and KL stay float32); a "
+                                    "CPU without AVX512_BF16 or AMX emulates bfloat16, several times slower (warned)",
                                     switch={"--mixed-precision": True}, resumable=True)
     strategy: str = setting("auto", "tf.distribute strategy (auto: mirrored on >1 GPU; multi_worker: TF_CONFIG)",
                             parse=str, choices=STRATEGIES, resumable=True)

@@ -11,3 +11,7 @@ class NonFiniteLossError(RuntimeError):
 
 class DataError(ValueError):
     """Data is missing, corrupt or of the wrong shape; the message names the file and the fix."""
+
+
+class SlowPathWarning(UserWarning):
+    """A setting runs far slower on this machine than its alternative; the message says which."""

@@ -35,6 +35,7 @@ from keras_cvae.config import ConfigError, RunConfig
 from keras_cvae.data import LoadedDataset, binarize, dataset_name, limit_and_split, make_pipeline
 from keras_cvae.distribute import is_chief, make_strategy
 from keras_cvae.export import export_saved_model
+from keras_cvae.hardware import cpu_has_bfloat16, warn_slow
 from keras_cvae.models.base import VariationalModel, global_dtype_policy
 from keras_cvae.models.optimizers import FusedAdam
 from keras_cvae.run_dir import RunDir, default_export_root
@@ -68,6 +69,10 @@ def resolve_jit_compile(setting: bool | None, arch: str, replicas: int = 1, mixe
     gpu = has_gpu()
     if setting and replicas > 1 and not gpu:
         raise ConfigError(f"`jit_compile=True`: XLA cannot compile the all-reduce of {replicas} CPU replicas; drop it")
+    if setting and not gpu and (arch != "mlp" or mixed_precision):
+        slower = f"`arch={arch}`'s convolutions" if arch != "mlp" else "bfloat16 matrix products"
+        warn_slow(f"`jit_compile=True` on a CPU: XLA computes {slower} slower than oneDNN does without it; "
+                  "leave `jit_compile` unset to let the run choose")
     if setting is not None:
         return setting
     return gpu or (arch == "mlp" and replicas == 1 and not mixed_precision)
@@ -83,6 +88,9 @@ def precision_policy(mixed: bool) -> Iterator[None]:
     if not mixed:
         yield
         return
+    if not has_gpu() and not cpu_has_bfloat16():
+        warn_slow("`mixed_precision=True` on a CPU without bfloat16 instructions (AVX512_BF16 or AMX): every "
+                  "bfloat16 operation is emulated, several times slower than float32; drop `mixed_precision`")
     with global_dtype_policy("mixed_float16" if has_gpu() else "mixed_bfloat16"):
         yield
 

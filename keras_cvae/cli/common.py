@@ -9,13 +9,14 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from keras_cvae.config import ConfigError, DataConfig, RunConfig, Setting, settings
 from keras_cvae.data import LoadedDataset, load_configured
-from keras_cvae.errors import DataError, NonFiniteLossError, UsageError
+from keras_cvae.errors import DataError, NonFiniteLossError, SlowPathWarning, UsageError
 from keras_cvae.run_dir import ModelLocation
 
 EXIT_USAGE = 2
@@ -92,6 +93,26 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     """Run `command`, turning the project's own input errors into one line and exit status 2,
     the library's argument names shown as the parser's flags."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prog = parser.prog
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warnings(prog, parser, warnings.showwarning)
+        return _run(command, args, parser)
+
+
+def one_line_warnings(prog: str, parser: argparse.ArgumentParser, fallback: Callable) -> Callable:
+    """A `warnings.showwarning` that prints the library's slow-path warnings as one line,
+    `<prog>: warning: …` with flags for argument names, and leaves any other warning to `fallback`."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, SlowPathWarning):
+            sys.stderr.write(f"{prog}: warning: {as_flags(str(message), parser)}\n")
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+         parser: argparse.ArgumentParser) -> int:
     prog = parser.prog
     try:
         return command(args)
