@@ -111,6 +111,34 @@ def test_iw_estimate_with_log_prior_and_log_posterior_swapped_is_not_exact(monke
     assert np.max(np.abs(estimate - model.log_evidence(images))) > 0.1
 
 
+def test_cvae_log_weights_match_one_draw_at_a_time_and_any_batching(monkeypatch):
+    """The batched log-weights (images and conditions tiled K times in one graph) equal
+    log p(x | z_k, c) + log p(z_k | c) − log q(z_k | x, c) computed draw by draw, and the IW
+    estimate does not depend on how many decoder rows a call takes."""
+    from keras_cvae.evaluation import estimators
+    from keras_cvae.models.cvae import CVAE
+
+    model = CVAE(latent_dim=3, hidden_units=(16,), seed=0)
+    rng = np.random.default_rng(2)
+    images = (rng.random((5, 28, 28, 1)) < 0.3).astype(np.float32)
+    labels = rng.integers(0, 10, 5).astype(np.int32)
+    eps = rng.standard_normal((7, 5, 3)).astype(np.float32)
+    batched = model.log_importance_weights(images, labels, eps).numpy()
+    z_mean, z_log_var = model.encode(images, labels)
+    posterior = model.posterior(z_mean, z_log_var)
+    for k in range(7):
+        z = z_mean + posterior.stddev() * eps[k]
+        one = model.log_likelihood(images, labels, z) + model.log_prior(z, labels) - posterior.log_prob(z)
+        np.testing.assert_allclose(batched[k], one.numpy(), rtol=1e-5)
+    backend = KerasBackend(model)
+    estimates = []
+    for rows in (7, 14, 10_000):  # one image per call, two, all
+        monkeypatch.setattr(estimators, "ROWS_PER_CALL", rows)
+        estimates.append(iw_log_likelihood(backend, images, labels, 7, np.random.default_rng(3)))
+    np.testing.assert_allclose(estimates[0], estimates[1], rtol=1e-6)
+    np.testing.assert_allclose(estimates[0], estimates[2], rtol=1e-6)
+
+
 def test_mean_pairwise_distance():
     images = np.zeros((3, 2, 2, 1))
     images[1, 0, 0, 0] = 3.0
@@ -227,6 +255,10 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, small
               "--limit", "200", "--seed", "5"]
     by_export = run_cli("evaluate.py", "--model", str(trained / "export" / "1"), *common, "--output", str(tmp_path / "a"))
     assert by_export.returncode == 0, by_export.stderr[-3000:]
+    # The plan comes first, naming K and the judge's cache file (warm here: small_classifier).
+    plan = next(line for line in by_export.stdout.splitlines() if line.startswith("Evaluation plan: "))
+    assert "K=20 draws each" in plan and "the judge, loaded from " in plan and ".keras" in plan
+    assert by_export.stdout.index("Evaluation plan: ") < by_export.stdout.index("importance-weighted")
     by_run = run_cli("evaluate.py", "--model", str(trained / "run"), *common, "--output", str(tmp_path / "b"))
     assert by_run.returncode == 0, by_run.stderr[-3000:]
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
@@ -252,7 +284,7 @@ def test_evaluate_cli_savedmodel_and_run_dir_agree(trained, small_fashion, small
 
 
 @pytest.mark.slow
-def test_likelihood_only_evaluation_never_asks_for_the_judge(trained, small_fashion, tmp_path, monkeypatch):
+def test_likelihood_only_evaluation_never_asks_for_the_judge(trained, small_fashion, tmp_path, monkeypatch, capsys):
     from keras_cvae.tasks import EvaluationOptions, classes, get_task
 
     def no_judge(*args, **kwargs):
@@ -265,6 +297,7 @@ def test_likelihood_only_evaluation_never_asks_for_the_judge(trained, small_fash
     assert {"test_elbo", "test_nll_iw", "active_units"} <= set(metrics)
     assert not {"fid", "kid", "conditional_accuracy", "per_class_accuracy"} & set(metrics)
     assert "FID" not in (tmp_path / "report.md").read_text()
+    assert "(3) no judge (likelihoods only)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -302,3 +335,32 @@ def test_a_gated_vamp_prior_run_trains_evaluates_and_generates(small_fashion, sm
     assert 0 <= metrics["conditional_accuracy"] <= 1 and metrics["fid"] > 0
     generated = run_cli("-m", "keras_cvae", "generate", "--model", str(export), "--out", str(tmp_path / "grid.png"))
     assert generated.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 0, generated.stderr[-3000:]
+
+
+def test_the_judge_cache_follows_the_judges_definition(small_fashion, tmp_path, monkeypatch):
+    """Same data and definition: the same cache file in every process. A changed recipe or a
+    changed network (here: one more pooled convolution) is a different file, and is not cached."""
+    import dataclasses
+
+    from keras_cvae.evaluation import classifier
+
+    dataset = load_dataset("fashion_mnist", small_fashion)
+    stem = classifier.judge_cache_path(dataset, "fashion_mnist", tmp_path)
+    assert stem == classifier.judge_cache_path(dataset, "fashion_mnist", tmp_path)
+    (tmp_path / f"{stem.name}.keras").write_bytes(b"")
+    (tmp_path / f"{stem.name}.json").write_text("{}")
+    assert classifier.is_judge_cached(stem)
+    other_recipe = classifier.judge_cache_path(dataset, "fashion_mnist", tmp_path,
+                                               dataclasses.replace(classifier.RECIPE, dropout=0.2))
+    monkeypatch.setattr(classifier, "SMALLEST_MAP", 4)
+    other_network = classifier.judge_cache_path(dataset, "fashion_mnist", tmp_path)
+    assert len({stem, other_recipe, other_network}) == 3
+    assert not classifier.is_judge_cached(other_recipe) and not classifier.is_judge_cached(other_network)
+
+
+@pytest.mark.parametrize(("images", "epochs"), [(60_000, 6), (6_000, 13), (3_089, 24), (10, 300)])
+def test_a_small_training_set_gets_the_judges_minimum_steps(images, epochs):
+    """6 epochs, or as many as 300 steps of 256 images take (ceil(3089 / 256) = 13 per epoch)."""
+    from keras_cvae.evaluation.classifier import RECIPE
+
+    assert RECIPE.epochs_for(images) == epochs

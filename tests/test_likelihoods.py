@@ -39,6 +39,20 @@ def test_bernoulli_sums_to_one_over_both_values():
     np.testing.assert_allclose(np.exp(p1), Bernoulli(SHAPE).mean(logits), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", list(LIKELIHOODS))
+def test_the_fused_log_prob_is_the_sum_of_the_pixel_log_probs(name):
+    likelihood = get_likelihood(name, (5, 4, 3))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 2, (6, 5, 4, 3)).astype("float32") if name == "bernoulli" else \
+        rng.integers(0, 256, (6, 5, 4, 3)).astype("float32") / 255.0
+    outputs = tf.constant(rng.normal(0, 3, (6, 5, 4, 3 * likelihood.parameters_per_channel)).astype("float32"))
+    expected = np.sum(likelihood.pixel_log_prob(images, outputs).numpy().astype("float64"), axis=(1, 2, 3))
+    for fused in (False, True):
+        np.testing.assert_allclose(likelihood.log_prob(images, outputs, fused=fused), expected, rtol=1e-5)
+        compiled = tf.function(lambda x, o, fused=fused: likelihood.log_prob(x, o, fused=fused))
+        np.testing.assert_allclose(compiled(images, outputs), expected, rtol=1e-5)
+
+
 def test_gaussian_density_integrates_to_one():
     likelihood = Gaussian(SHAPE)
     likelihood.pixel_scale_raw.assign(np.full(SHAPE, -1.0, "float32"))

@@ -42,12 +42,14 @@ def as_unit_range(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32)
 
 
-def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, eps: tf.Tensor) -> tf.Tensor:
+def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, eps: tf.Tensor,
+                           fused: bool = False) -> tf.Tensor:
     """The importance-weighted bound's log-weights (Burda et al. 2016), [K, N]:
     log p(x | z_k, c) + log p(z_k | c) − log q(z_k | x, c) for z_k = μ + σ·ε_k, ε [K, N, L], in one
     batched pass (the images tiled K times inside the graph). `model` is anything with
     `encode(images, labels)`, `log_likelihood(images, labels, z)` and `log_prior(z, labels)` in
-    TensorFlow ops."""
+    TensorFlow ops; `fused` passes `fused=True` to `log_likelihood`, for the likelihood's
+    XLA-compiled form (in-process evaluation; never in an export)."""
     images = tf.convert_to_tensor(images, tf.float32)
     eps = tf.convert_to_tensor(eps, tf.float32)
     z_mean, z_log_var = model.encode(images, labels)
@@ -56,7 +58,7 @@ def log_importance_weights(model, images: tf.Tensor, labels: tf.Tensor | None, e
     draws, count, latent_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
     rows = tf.zeros([count, 0]) if labels is None else tf.cast(tf.reshape(labels, [count, -1]), tf.float32)
     log_px = model.log_likelihood(tf.tile(images, [draws, 1, 1, 1]), tf.tile(rows, [draws, 1]),
-                                  tf.reshape(z, [draws * count, latent_dim]))
+                                  tf.reshape(z, [draws * count, latent_dim]), **({"fused": True} if fused else {}))
     return tf.reshape(log_px, [draws, count]) + model.log_prior(z, labels) - posterior.log_prob(z)
 
 

@@ -303,9 +303,11 @@ class CVAE(VariationalModel):
         z = posterior.mean() + posterior.stddev() * tf.convert_to_tensor(eps, tf.float32)
         return {"reconstruction": -self.log_likelihood(images, labels, z), "kl": self.kl_terms(posterior, z, labels)[0]}
 
-    def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """log p(x | z, c) per image, [N]: independent pixels (the model's `likelihood`)."""
-        return self.likelihood.log_prob(images, self.decoder_logits(z, labels, training=training))
+    def log_likelihood(self, images: tf.Tensor, labels: tf.Tensor, z: tf.Tensor, training: bool = False,
+                       fused: bool = False) -> tf.Tensor:
+        """log p(x | z, c) per image, [N]: independent pixels (the model's `likelihood`; `fused`,
+        its XLA-compiled form where it has one)."""
+        return self.likelihood.log_prob(images, self.decoder_logits(z, labels, training=training), fused=fused)
 
     # -- the objective ------------------------------------------------------------------------
 
@@ -336,10 +338,11 @@ class CVAE(VariationalModel):
         z_mean, _ = self.encode(images, labels, training=training)
         return self._mean_image(self.decoder_logits(z_mean, labels, training=training))
 
-    def log_importance_weights(self, images: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+    def log_importance_weights(self, images: tf.Tensor, labels: tf.Tensor, eps: tf.Tensor,
+                               fused: bool = False) -> tf.Tensor:
         """[K, N] log-weights of the importance-weighted bound for noise ε [K, N, L]
-        (models.base.log_importance_weights)."""
-        return log_importance_weights(self, images, labels, eps)
+        (models.base.log_importance_weights; `fused`: the likelihood's XLA-compiled form)."""
+        return log_importance_weights(self, images, labels, eps, fused=fused)
 
     def generate(self, labels: tf.Tensor | int, z: tf.Tensor | None = None, seed: int | None = None) -> tf.Tensor:
         """Mean images for the conditions `labels` ([N, M] rows, or [N] with one condition; a plain

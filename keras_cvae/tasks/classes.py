@@ -19,7 +19,7 @@ from keras_cvae.conditions import CATEGORICAL, Condition, first_categorical, row
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import DataError, UsageError
-from keras_cvae.evaluation.classifier import reference_classifier
+from keras_cvae.evaluation.classifier import is_judge_cached, judge_cache_path, reference_classifier
 from keras_cvae.evaluation.estimators import (
     ACTIVE_UNIT_THRESHOLD,
     ClassModel,
@@ -244,9 +244,10 @@ class ClassesTask(Task):
         if [c.to_dict() for c in backend.conditions] != [c.to_dict() for c in dataset.conditions]:
             raise UsageError(f"the model's conditions ({', '.join(c.name for c in backend.conditions)}) are not "
                              f"{dataset.source}'s; evaluate on the data the model was trained on")
-        judge = reference_classifier(dataset, options.dataset_name) if options.judge else None
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         y_test = dataset.y_test[:options.limit]
+        print(self.plan(backend, dataset, options, len(x_test), samples_per_class), flush=True)
+        judge = reference_classifier(dataset, options.dataset_name) if options.judge else None
         rng = np.random.default_rng(options.seed)
 
         terms, log_px = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
@@ -292,6 +293,27 @@ class ClassesTask(Task):
         self._figures(figures, backend, x_test, y_test, samples, rng, history)
         write_evaluation(output, metrics, self._report(metrics, options), figures)
         return metrics
+
+    @staticmethod
+    def plan(backend: ClassModel, dataset: LoadedDataset, options: EvaluationOptions, test_images: int,
+             samples_per_class: int) -> str:
+        """What `evaluate` will compute, in order, said before it starts: the likelihoods, and
+        whether the judge is loaded from its cache or trained first (and where it is cached)."""
+        steps = [f"the test ELBO of {test_images:,} test images",
+                 f"their importance-weighted NLL with K={options.iw_samples:,} draws each"]
+        if options.judge:
+            stem = judge_cache_path(dataset, options.dataset_name)
+            steps.append(f"the judge, loaded from {stem}.keras" if is_judge_cached(stem) else
+                         f"the judge, trained first (about a minute for 60,000 28×28 images on 2 CPU cores) and "
+                         f"cached as {stem}.keras")
+            first = first_categorical(backend.conditions)
+            count = samples_per_class * (len(backend.conditions[first].values) if first is not None else 10)
+            steps += [f"how well {count:,} samples show their conditions",
+                      f"FID and KID of {test_images:,} samples against the test images"]
+        else:
+            steps.append("no judge (likelihoods only): no conditional accuracy, FID or KID")
+        steps.append("latent usage and the figures")
+        return "Evaluation plan: " + "; ".join(f"({i}) {step}" for i, step in enumerate(steps, 1))
 
     @staticmethod
     def _sample_quality(backend: ClassModel, judge, x_test: np.ndarray, y_test: np.ndarray,
