@@ -9,7 +9,8 @@ keeping the epoch with the best validation ELBO (early stopping with a patience 
 epochs: the run never stops early, it ends on the best epoch's weights), then evaluates it as
 `evaluate.py` does: the IW-NLL in bits per dimension (K = --iw-samples), the share of samples
 the judge recognises as the category and the vendor asked for, FID and KID. The judge is the
-dataset's cached reference classifier, the same for every run. Writes networks.json, networks.md
+dataset's cached reference classifier, the same for every run (runs in networks.json that another
+judge scored are repeated). Writes networks.json, networks.md
 and each architecture's seed-0 sample grid (rows: categories) to --output after every run; a run
 (arch, seed) already in networks.json with the same settings is kept, not repeated.
 """
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from keras_cvae.atomic import atomic_write_text
     from keras_cvae.config import ARCHITECTURES, RunConfig
     from keras_cvae.data import load_configured
+    from keras_cvae.evaluation.classifier import judge_cache_path
     from keras_cvae.tasks import EvaluationOptions, get_task
     from keras_cvae.training import train
 
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     base.train.epochs, base.train.early_stopping = args.epochs, args.epochs
     dataset = load_configured(base.data)
     output, scratch = Path(args.output), Path(tempfile.mkdtemp(prefix="networks-"))
-    settings = {"epochs": args.epochs, "iw_samples": args.iw_samples, "data_dir": args.data_dir}
+    # The judge's cache file names its definition: runs scored by another judge are not kept.
+    settings = {"epochs": args.epochs, "iw_samples": args.iw_samples, "data_dir": args.data_dir,
+                "judge_file": judge_cache_path(dataset, Path(args.data_dir).name).name}
     earlier = json.loads((output / "networks.json").read_text()) if (output / "networks.json").exists() else {}
     runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
     judge: dict = earlier.get("judge", {})

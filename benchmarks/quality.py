@@ -87,9 +87,10 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         if not mine:
             continue
         described = ", ".join(f"{k}={v}" for k, v in settings.items())
+        fids = [r["fid"] for r in mine if r.get("judge") == result["judge"]]
         lines.append(
             f"| {name} | {described} | {spread([r['nll'] for r in mine])} | {spread([r['elbo'] for r in mine])} | "
-            f"{spread([r['active_units'] for r in mine], 1)} | {spread([r['fid'] for r in mine])} | "
+            f"{spread([r['active_units'] for r in mine], 1)} | {spread(fids) if fids else '—'} | "
             f"{spread([r['train_minutes'] for r in mine], 1)} | {spread([r['evaluate_minutes'] for r in mine], 1)} |")
     lines.append("")
     for vae, cvae in (("vae", "cvae"), ("gated_vae", "gated_cvae")):
@@ -98,7 +99,10 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         if gap:
             lines.append(f"{vae} − {cvae}, per seed: {spread(gap)} nats (within one model at most ln 10 = 2.30 "
                          "for 10 classes).")
-    lines += [f"FID of the real training set against the test set: {result['train_vs_test_fid']:.3f}.", ""]
+    lines += [f"FID of the real training set against the test set: {result['train_vs_test_fid']:.3f}.",
+              f"FID is in the feature space of the judge `{result['judge']}`; a run judged by another "
+              f"judge is left out of the FID column ({sum(r.get('judge') != result['judge'] for r in runs)} of "
+              f"{len(runs)} runs here).", ""]
     for name, value in LITERATURE.get(args.dataset, {}).items():
         lines.append(f"- Exemplar VAE's table, {name}: {value}")
     return "\n".join(lines) + "\n"
@@ -113,7 +117,7 @@ def earlier_runs(path: Path, dataset: str, settings: dict) -> list[dict]:
 
 
 def write_results(output: Path, args: argparse.Namespace, runs: list[dict], settings: dict,
-                  train_vs_test: float) -> str:
+                  train_vs_test: float, judge: str) -> str:
     """quality.json and quality.md for the runs so far; returns the table."""
     import numpy as np
 
@@ -122,7 +126,7 @@ def write_results(output: Path, args: argparse.Namespace, runs: list[dict], sett
     runs = sorted(runs, key=lambda run: (run["seed"], list(MODELS).index(run["model"])))
     result = {name: float(np.mean([r["nll"] for r in runs if r["model"] == name]))
               for name in MODELS if any(r["model"] == name for r in runs)}
-    result.update(runs=runs, train_vs_test_fid=train_vs_test, **settings)
+    result.update(runs=runs, train_vs_test_fid=train_vs_test, judge=judge, **settings)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "quality.json", json.dumps({args.dataset: result}, indent=2) + "\n")
     table = markdown(result, args)
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_cvae.config import RunConfig
     from keras_cvae.data import binarize, load_configured
-    from keras_cvae.evaluation.classifier import reference_classifier
+    from keras_cvae.evaluation.classifier import judge_cache_path, reference_classifier
     from keras_cvae.evaluation.sample_quality import frechet_distance
     from keras_cvae.tasks import EvaluationOptions, get_task
     from keras_cvae.training import train
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     base.data.dataset, base.data.data_dir, base.data.binarize = args.dataset, args.data_dir, "dynamic"
     dataset = load_configured(base.data)
     judge = reference_classifier(dataset, args.dataset)
+    judge_name = judge_cache_path(dataset, args.dataset).name
     # Like with like: training images binarized once (seed 1) against the binarized test set.
     train_images = binarize(dataset.x_train[:len(dataset.x_test)], seed=1)
     train_vs_test = frechet_distance(judge.features(train_images.astype("float32") / 255.0),
@@ -191,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"model": name, "seed": seed, "command": " ".join(args.argv),
                          "nll": metrics["test_nll_iw"], "elbo": metrics["test_elbo"],
                          "active_units": metrics["active_units"], "fid": metrics["fid"], "kid": metrics["kid"],
+                         "judge": judge_name,
                          "train_minutes": (trained - start) / 60, "evaluate_minutes": (time.perf_counter() - trained) / 60})
             print(f"   NLL {metrics['test_nll_iw']:.2f}, active units {metrics['active_units']}", flush=True)
-            write_results(output, args, runs, settings, train_vs_test)
-    print("\n" + write_results(output, args, runs, settings, train_vs_test))
+            write_results(output, args, runs, settings, train_vs_test, judge_name)
+    print("\n" + write_results(output, args, runs, settings, train_vs_test, judge_name))
     print(f"wrote {output / 'quality.json'} and quality.md")
     return 0
 
