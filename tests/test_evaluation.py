@@ -139,6 +139,27 @@ def test_cvae_log_weights_match_one_draw_at_a_time_and_any_batching(monkeypatch)
     np.testing.assert_allclose(estimates[0], estimates[2], rtol=1e-6)
 
 
+def test_the_log_weights_of_a_saved_model_are_what_its_writer_computed(tmp_path):
+    """A Bernoulli CVAE and its log-weights on fixed noise, written by the implementation before
+    the fused likelihood: the in-process path (fused) and the export's signature (unfused) must
+    both give them again, to float tolerance."""
+    from pathlib import Path
+
+    import keras
+
+    from keras_cvae.export import export_saved_model
+    from keras_cvae.serving_client import load_client
+
+    data = Path(__file__).parent / "data"
+    model = keras.saving.load_model(data / "cvae_bernoulli_iw.keras", safe_mode=True)
+    saved = np.load(data / "cvae_bernoulli_iw_outputs.npz")
+    images, labels, eps = saved["images"], saved["labels"], saved["eps"]
+    in_process = KerasBackend(model).log_importance_weights(images, labels, eps)
+    exported = load_client(export_saved_model(model, tmp_path / "export")).log_importance_weights(images, labels, eps)
+    for log_weights in (in_process, exported):
+        np.testing.assert_allclose(log_weights, saved["log_weights"], rtol=2e-6, atol=2e-3)
+
+
 def test_mean_pairwise_distance():
     images = np.zeros((3, 2, 2, 1))
     images[1, 0, 0, 0] = 3.0
