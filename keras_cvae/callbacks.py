@@ -86,14 +86,24 @@ class CyclicalKL(keras.callbacks.Callback):
         self.model.kl_weight.assign(cyclical_kl_weight(step, total, self.cycles))
 
 
-class EarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras's early stopping on the validation loss, ending with the best epoch's weights, made
-    resumable: EpochCheckpoint keeps the best epoch's checkpoint (`best_epoch_number`), and a
-    resumed run takes its best loss and the epochs waited since from history.csv and its weights
-    from that checkpoint, so it stops where an unbroken run would, with the same weights."""
+# What early stopping may watch, and whether more is better.
+MONITOR_MODES = {"val_elbo": "max", "val_accuracy": "max", "val_loss": "min"}
 
-    def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = ()) -> None:
-        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1)
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping on a validation metric (`monitor`: the β = 1 validation ELBO by
+    default), ending with the best epoch's weights, made resumable: EpochCheckpoint keeps the
+    best epoch's checkpoint (`best_epoch_number`), and a resumed run takes its best value and the
+    epochs waited since from history.csv and its weights from that checkpoint, so it stops where
+    an unbroken run would, with the same weights. Epochs before `start_from_epoch` (0-based: a
+    KL warm-up's) neither count towards the patience nor can be the best."""
+
+    def __init__(self, run_dir: RunDir, patience: int, history: Sequence[dict[str, float]] = (),
+                 monitor: str = "val_elbo", start_from_epoch: int = 0) -> None:
+        if monitor not in MONITOR_MODES:
+            raise ValueError(f"monitor must be one of {', '.join(MONITOR_MODES)}, got {monitor!r}")
+        super().__init__(monitor=monitor, mode=MONITOR_MODES[monitor], patience=patience, restore_best_weights=True,
+                         verbose=1, start_from_epoch=start_from_epoch)
         self.run_dir = run_dir
         self.earlier = self._earlier_best(run_dir, history)  # read once: made just before fit
 
@@ -101,14 +111,14 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         """The best epoch so far, numbered from 1 like the checkpoints; None before the first."""
         return None if self.best is None else self.best_epoch + 1
 
-    @staticmethod
-    def _earlier_best(run_dir: RunDir, history: Sequence[dict[str, float]]) -> tuple[dict[str, float], int] | None:
+    def _earlier_best(self, run_dir: RunDir, history: Sequence[dict[str, float]]) -> tuple[dict[str, float], int] | None:
         """The earlier epochs' best history row and the epochs waited since; None when there is
-        nothing to resume (no validation loss yet, or no checkpoint of the best epoch)."""
-        scored = [row for row in history if "val_loss" in row]
+        nothing to resume (no monitored value after the warm-up yet, or no checkpoint of the best epoch)."""
+        scored = [row for row in history if self.monitor in row and row["epoch"] > self.start_from_epoch]
         if not scored:
             return None
-        best = min(scored, key=lambda row: row["val_loss"])
+        pick = max if MONITOR_MODES[self.monitor] == "max" else min
+        best = pick(scored, key=lambda row: row[self.monitor])
         if not run_dir.checkpoint_path(best["epoch"]).exists():
             return None
         return best, scored[-1]["epoch"] - best["epoch"]
@@ -128,7 +138,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         if self.earlier is None:
             return
         best, self.wait = self.earlier
-        self.best, self.best_epoch = best["val_loss"], best["epoch"] - 1
+        self.best, self.best_epoch = best[self.monitor], best["epoch"] - 1
         current = self.model.get_weights()
         self.restore_best(self.model)
         self.best_weights = self.model.get_weights()

@@ -33,6 +33,7 @@ KL_OBJECTIVES = ("cvae", "hybrid")  # the completion objectives with a KL term
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 BINARIZATIONS = ("none", "dynamic")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
+MONITORS = ("val_elbo", "val_accuracy")  # callbacks.MONITOR_MODES
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,), "resnet": (128,)}
@@ -130,6 +131,10 @@ class DataConfig:
     labeled: int | None = setting(
         None, "for `task` semi_supervised: how many training images keep their label (balanced across classes, "
         "chosen by `seed`)", parse=int, used_when=(_semi_supervised, "`task` classes or completion"))
+    validation_labels: int | None = setting(
+        None, "for `task` semi_supervised: how many held-out validation images keep their label for q(y|x)'s "
+        "validation accuracy (balanced across classes, chosen by `seed`; default all)", parse=int,
+        used_when=(_semi_supervised, "`task` classes or completion"))
     quadrants: int = setting(1, "visible quadrants for `task` completion", parse=int, choices=QUADRANT_COUNTS,
                              used_when=(_completion, "`task` classes or semi_supervised"))
 
@@ -152,6 +157,8 @@ class DataConfig:
             raise ConfigError(f"`quadrants` must be 1, 2 or 3, got {self.quadrants!r}")
         if self.task == "semi_supervised" and self.labeled is None:
             raise ConfigError("`task` semi_supervised needs `labeled` N, the number of labelled training images")
+        if self.validation_labels is not None and self.validation_labels < 1:
+            raise ConfigError(f"`validation_labels` must be at least 1, got {self.validation_labels}")
         if self.labeled is not None and self.labeled < 1:
             raise ConfigError(f"`labeled` must be at least 1, got {self.labeled}")
         if self.limit is not None and self.limit < 2:
@@ -194,9 +201,13 @@ class ModelConfig:
         parse=float, used_when=(lambda c: _has_kl(c) and not _semi_supervised(c),
                                 "`objective` baseline or gsnn (no KL term) or `task` semi_supervised"))
     classifier_weight: float = setting(
-        0.1, "for `task` semi_supervised: weight of −log q(y|x) on labelled images, per image of the data set "
-        "(Kingma et al.'s α = 0.1·N is 0.1 here)", parse=float,
+        50.0, "for `task` semi_supervised: weight of −log q(y|x) on a labelled image, relative to its own bound "
+        "(Kingma et al.'s α = 0.1·N is 0.1·N/`labeled`, 54 for 100 of 54,000; Pyro's 46)", parse=float,
         used_when=(_semi_supervised, "`task` classes or completion"))
+    condition_scale: float | None = setting(
+        None, "factor on the condition vector before the built-in networks' dense layers (default 10 for `task` "
+        "classes, 1, a plain one-hot, for semi_supervised)", parse=float,
+        used_when=(lambda c: not _completion(c), "`task=completion` (its networks take no scaled condition)"))
 
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
@@ -228,6 +239,8 @@ class ModelConfig:
             raise ConfigError(f"`objective` must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.free_bits < 0:
             raise ConfigError(f"`free_bits` must be >= 0, got {self.free_bits}")
+        if self.condition_scale is not None and not self.condition_scale > 0:
+            raise ConfigError(f"`condition_scale` must be > 0, got {self.condition_scale}")
         if self.classifier_weight < 0:
             raise ConfigError(f"`classifier_weight` must be >= 0, got {self.classifier_weight}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -254,8 +267,13 @@ class TrainConfig:
     kl_cycles: int = setting(4, "cycles of the cyclical KL schedule", parse=int,
                              used_when=(lambda c: c.train.kl_schedule == "cyclical", "any `kl_schedule` but cyclical"))
     early_stopping: int = setting(
-        0, "stop when the validation loss has not improved for N epochs, and keep the best epoch's weights "
-        "(0: off; needs a constant KL weight)", parse=int, resumable=True)
+        0, "stop when `monitor` has not improved for N epochs after the KL warm-up, and keep the best epoch's "
+        "weights (0: off; --epochs stays the cap; a patience of --epochs only keeps the best epoch)", parse=int,
+        resumable=True)
+    monitor: str = setting(
+        "val_elbo", "what `early_stopping` watches: val_elbo, the validation ELBO at β = 1; val_accuracy, q(y|x)'s "
+        "accuracy on the labelled validation images (`task` semi_supervised)", parse=str, choices=MONITORS,
+        used_when=(lambda c: c.train.early_stopping > 0, "`early_stopping` 0 (off)"))
     run_dir: str | None = setting(None, "where the run's files go (default runs/<name>)", parse=str, resumable=True)
     export: str | None = setting(None, "SavedModel export root (default saved_models/<name>)", parse=str,
                                  resumable=True)
@@ -296,9 +314,11 @@ class TrainConfig:
             raise ConfigError("`kl_warmup` is the linear schedule's; drop it with `kl_schedule` cyclical")
         if self.early_stopping < 0:
             raise ConfigError(f"`early_stopping` must be >= 0, got {self.early_stopping}")
-        if self.early_stopping and self.resolved_kl_schedule != "constant":
-            raise ConfigError("`early_stopping` needs a constant KL weight: under a KL schedule the validation "
-                              "loss of different epochs is not comparable")
+        if self.early_stopping and self.resolved_kl_schedule == "cyclical":
+            raise ConfigError("`early_stopping` does not apply to `kl_schedule` cyclical: its warm-up never ends "
+                              "before training does; use `kl_warmup` E")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"`monitor` must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         if self.kl_cycles < 1:
             raise ConfigError(f"`kl_cycles` must be at least 1, got {self.kl_cycles}")
         if self.strategy not in STRATEGIES:
@@ -307,6 +327,11 @@ class TrainConfig:
             raise ConfigError(f"`keep_checkpoints` must be at least 1, got {self.keep_checkpoints}")
         if self.steps_per_execution < 1:
             raise ConfigError(f"`steps_per_execution` must be at least 1, got {self.steps_per_execution}")
+
+    @property
+    def warmup_epochs(self) -> int:
+        """The epochs before the KL weight reaches 1 (epoch E of a linear warm-up is the first at 1)."""
+        return self.kl_warmup - 1 if self.resolved_kl_schedule == "linear" else 0
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -360,6 +385,8 @@ class RunConfig:
             raise ConfigError("`conditional=False` does not apply to `task` completion (the condition is the image part)")
         if self.data.binarize != "none" and self.model.likelihood != "bernoulli":
             raise ConfigError(f"`binarize` {self.data.binarize} makes binary pixels: use `likelihood` bernoulli")
+        if self.train.monitor == "val_accuracy" and self.data.task != "semi_supervised":
+            raise ConfigError("`monitor` val_accuracy is q(y|x)'s, for `task` semi_supervised; use val_elbo")
         if self.data.task == "semi_supervised" and not self.model.conditional:
             raise ConfigError("`conditional=False` does not apply to `task` semi_supervised (the class is its condition)")
 

@@ -172,7 +172,8 @@ def _train(
     pipeline_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")
     train_data = get_task(config.data.task).train_pipeline(x_train, y_train, dataset.conditions, config,
                                                            pipeline_epoch)
-    val_data = make_pipeline(x_val, y_val, tc.batch_size, shuffle=False)
+    val_data = make_pipeline(x_val, get_task(config.data.task).validation_rows(y_val, dataset.conditions, config),
+                             tc.batch_size, shuffle=False)
 
     chief = is_chief()
     # Multi-worker runs resume through BackupAndRestore (each worker from its own backup), so a
@@ -200,7 +201,8 @@ def _train(
         callbacks.append(KLWarmup(tc.kl_warmup))
     elif tc.resolved_kl_schedule == "cyclical":
         callbacks.append(CyclicalKL(tc.epochs, tc.kl_cycles))
-    stopper = EarlyStopping(run_dir, tc.early_stopping, history) if tc.early_stopping else None
+    stopper = EarlyStopping(run_dir, tc.early_stopping, history, monitor=tc.monitor,
+                            start_from_epoch=tc.warmup_epochs) if tc.early_stopping else None
     if stopper is not None:  # before EpochCheckpoint, which keeps the best epoch's checkpoint
         callbacks.append(stopper)
     history_writer = HistoryWriter(run_dir, history)

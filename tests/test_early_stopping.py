@@ -1,5 +1,6 @@
-"""--early-stopping: Keras's early stopping on the validation loss, driven by hand (the stop, the
-best epoch's weights, a resume that stops where an unbroken run would), then in a real run."""
+"""--early-stopping: Keras's early stopping on a validation metric, driven by hand (the stop, the
+best epoch's weights, a resume that stops where an unbroken run would, a warm-up that neither
+counts nor can be best), then in a real run."""
 
 from __future__ import annotations
 
@@ -25,18 +26,19 @@ def mark_weights(model, value: float) -> None:
     model.set_weights([np.full_like(w, value) for w in model.get_weights()])
 
 
-def run_epochs(stopper, model, losses, first_epoch=0):
+def run_epochs(stopper, model, values, first_epoch=0):
     """Drives `stopper` and the epoch checkpoints as training does, through epochs with these
-    validation losses, each epoch's weights marked with its number; returns the epochs run."""
+    values of its monitored metric, each epoch's weights marked with its number; returns the
+    epochs run."""
     checkpoint = EpochCheckpoint(stopper.run_dir, keep=1, also_keep=stopper.best_epoch_number)
     for callback in (stopper, checkpoint):
         callback.set_model(model)
     model.stop_training = False
     stopper.on_train_begin()
     run = []
-    for epoch, loss in enumerate(losses, start=first_epoch):
+    for epoch, value in enumerate(values, start=first_epoch):
         mark_weights(model, epoch + 1)
-        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        stopper.on_epoch_end(epoch, {stopper.monitor: value})
         checkpoint.on_epoch_end(epoch)
         run.append(epoch + 1)
         if model.stop_training:
@@ -52,7 +54,7 @@ def has_weights(model, value: float) -> bool:
 def test_early_stopping_stops_after_patience_and_ends_with_the_best_epochs_weights(tmp_path, model):
     run_dir = RunDir(tmp_path)
     losses = [3.0, 2.0, 2.5, 2.6, 1.0]
-    assert run_epochs(EarlyStopping(run_dir, patience=2), model, losses) == [1, 2, 3, 4]
+    assert run_epochs(EarlyStopping(run_dir, patience=2, monitor="val_loss"), model, losses) == [1, 2, 3, 4]
     assert has_weights(model, 2.0)  # epoch 2's, not the last one's
     # keep=1 keeps the newest checkpoint, and the best epoch's too.
     assert [epoch for epoch, _ in run_dir.checkpoints()] == [2, 4]
@@ -61,18 +63,41 @@ def test_early_stopping_stops_after_patience_and_ends_with_the_best_epochs_weigh
 def test_a_resumed_early_stopping_stops_where_an_unbroken_run_would(tmp_path, model):
     run_dir = RunDir(tmp_path)
     losses = [3.0, 2.0, 2.5, 2.6, 2.7, 1.0]
-    run_epochs(EarlyStopping(run_dir, patience=3), model, losses[:3])  # interrupted after epoch 3
+    run_epochs(EarlyStopping(run_dir, patience=3, monitor="val_loss"), model, losses[:3])  # interrupted after epoch 3
     history = [{"epoch": e + 1, "val_loss": loss} for e, loss in enumerate(losses[:3])]
-    resumed = EarlyStopping(run_dir, patience=3, history=history)
+    resumed = EarlyStopping(run_dir, patience=3, history=history, monitor="val_loss")
     assert not resumed.exhausted
     assert run_epochs(resumed, model, losses[3:], first_epoch=3) == [4, 5]
     assert has_weights(model, 2.0)
     history += [{"epoch": 4, "val_loss": 2.6}, {"epoch": 5, "val_loss": 2.7}]
-    finished = EarlyStopping(run_dir, patience=3, history=history)
+    finished = EarlyStopping(run_dir, patience=3, history=history, monitor="val_loss")
     assert finished.exhausted
     mark_weights(model, 0.0)
     finished.restore_best(model)
     assert has_weights(model, 2.0)
+
+
+def test_the_default_watches_the_validation_elbo_and_keeps_its_highest_epoch(tmp_path, model):
+    stopper = EarlyStopping(RunDir(tmp_path), patience=2)
+    assert stopper.monitor == "val_elbo"
+    assert run_epochs(stopper, model, [-3.0, -2.0, -2.5, -2.6, -1.0]) == [1, 2, 3, 4]
+    assert has_weights(model, 2.0)
+
+
+def test_warm_up_epochs_neither_count_towards_the_patience_nor_can_be_the_best(tmp_path, model):
+    # Epoch 1 is in the warm-up (start_from_epoch=1): its ELBO, the highest, is not comparable.
+    values = [-1.0, -3.0, -2.0, -2.5, -2.6, -2.7]
+    stopper = EarlyStopping(RunDir(tmp_path), patience=2, start_from_epoch=1)
+    assert run_epochs(stopper, model, values) == [1, 2, 3, 4, 5]
+    assert has_weights(model, 3.0)
+    history = [{"epoch": e + 1, "val_elbo": v} for e, v in enumerate(values[:4])]
+    resumed = EarlyStopping(RunDir(tmp_path), patience=2, history=history, start_from_epoch=1)
+    assert resumed.earlier[0]["epoch"] == 3 and resumed.earlier[1] == 1
+
+
+def test_an_unknown_monitor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="monitor must be one of val_elbo, val_accuracy, val_loss"):
+        EarlyStopping(RunDir(tmp_path), patience=2, monitor="loss")
 
 
 class SpoilEpoch(keras.callbacks.Callback):

@@ -3,6 +3,9 @@ inside the step, and the weighting of labelled, unlabelled and classification te
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +15,7 @@ from conftest import assert_keras_round_trip
 from keras_cvae.models.semi_supervised import SemiSupervisedCVAE, marginal_bound
 
 tfd = tfp.distributions
+DATA = Path(__file__).parent / "data"
 
 
 def logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
@@ -84,7 +88,8 @@ def test_the_enumeration_equals_each_class_taken_alone():
 
 
 def test_the_batch_objective_weights_labelled_unlabelled_and_classification_terms():
-    # mean loss = −[f·mean_labelled L(x, y) + (1 − f)·mean_unlabelled U(x)] + a·mean_labelled −log q(y|x)
+    # mean loss = −[f·mean_labelled (L(x, y) − w·(−log q(y|x))) + (1 − f)·mean_unlabelled U(x)]:
+    # w weighs a labelled image's classification term against its own bound, for any data set size.
     model = deterministic(small_model(classifier_weight=0.7))
     x = tf.constant(images(8))
     labels = np.array([2, -1, 0, -1, -1, 1, -1, -1], "float32")[:, None]
@@ -100,7 +105,7 @@ def test_the_batch_objective_weights_labelled_unlabelled_and_classification_term
     objective = f * labelled.mean() + (1 - f) * unlabelled[~observed].mean()
     cross_entropy = -np.log(q[observed][np.arange(len(y)), y])
     np.testing.assert_allclose(terms["elbo"].mean(), objective, rtol=1e-5)
-    np.testing.assert_allclose(terms["loss"].mean(), -objective + 0.7 * cross_entropy.mean(), rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"].mean(), -objective + f * 0.7 * cross_entropy.mean(), rtol=1e-5)
     np.testing.assert_allclose(terms["accuracy"].mean(), np.mean(q[observed].argmax(1) == y), atol=1e-6)
 
 
@@ -127,6 +132,27 @@ def test_validation_sums_every_label_out_and_scores_q():
     elbo = model.per_class_terms(tf.constant(x))["elbo"].numpy()
     np.testing.assert_allclose(float(logs["elbo"]), np.mean(bound(np.log(q), elbo)), rtol=1e-5)
     np.testing.assert_allclose(float(logs["accuracy"]), np.mean(q.argmax(1) == labels[:, 0]), atol=1e-6)
+
+
+def test_the_class_enters_at_scale_one_and_the_scale_is_kept():
+    model = small_model()
+    assert model.condition_scale == 1.0 and model.get_config()["condition_scale"] == 1.0
+    assert "condition_scale" not in [layer.name for layer in model.decoder.layers]  # no Rescaling at 1
+    assert SemiSupervisedCVAE.from_config(small_model(condition_scale=4.0).get_config()).condition_scale == 4.0
+    with pytest.raises(ValueError, match="classifier_weight must be >= 0"):
+        small_model(classifier_weight=-1.0)
+
+
+def test_a_model_saved_by_version_0_1_loads_as_it_was_trained():
+    # Written by keras_cvae 0.1 (condition scale 10, a = 0.1 per image of the data set: 30 of 300
+    # labelled, so w = 1.0), with its classify() outputs on fixed images.
+    loaded = keras.saving.load_model(DATA / "semi_supervised_0.1.keras", safe_mode=True)
+    assert loaded.condition_scale == 10.0 and loaded.decoder.get_layer("condition_scale").scale == 10.0
+    np.testing.assert_allclose(loaded.classifier_weight, 0.1 * 300 / 30)
+    outputs = np.load(DATA / "semi_supervised_0.1_outputs.npz")
+    np.testing.assert_allclose(loaded.classify(outputs["images"]), outputs["probabilities"], atol=1e-6)
+    z, labels = np.zeros((4, 2), "float32"), np.array([0, 1, 2, 1])
+    np.testing.assert_allclose(loaded.decode(z, labels), outputs["decoded"], atol=1e-6)
 
 
 def test_refuses_anything_but_one_categorical_condition():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from conftest import project_lines, run_cli, write_idx_folder
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset, make_mixed_pipeline
 from keras_cvae.errors import DataError, UsageError
+from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks import get_task
 from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled
 
@@ -92,6 +94,24 @@ def test_bad_labeled_counts_are_refused(labeled, message):
         TASK.check(semi_config(labeled), blob_dataset())
 
 
+def test_validation_keeps_the_stated_number_of_labels_balanced_across_classes():
+    rows = np.tile(np.arange(3), 20).astype("float32")[:, None]
+    kept = TASK.validation_rows(rows, blob_dataset().conditions, semi_config(9, validation_labels=7))
+    known = kept[:, 0] >= 0
+    assert known.sum() == 7 and sorted(np.bincount(kept[known, 0].astype(int))) == [2, 2, 3]
+    np.testing.assert_array_equal(kept[known], rows[known])
+    assert TASK.validation_rows(rows, blob_dataset().conditions, semi_config(9)) is rows
+
+
+@pytest.mark.parametrize(("count", "message"), [
+    (2, "`validation_labels` 2 must be between the 3 classes and the 30 validation images"),
+    (31, "`validation_labels` 31 must be between the 3 classes and the 30 validation images"),
+])
+def test_bad_validation_label_counts_are_refused(count, message):
+    with pytest.raises(UsageError, match=message):
+        TASK.check(semi_config(9, validation_labels=count), blob_dataset())
+
+
 def test_the_cli_refuses_too_few_labels_in_one_line_and_writes_nothing(tmp_path):
     images, labels = blobs(40)
     folder = write_idx_folder(tmp_path / "idx", images[..., 0], labels, images[:10, ..., 0], labels[:10])
@@ -110,7 +130,9 @@ def blob_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("semi")
     config = semi_config(9)
     config.model.latent_dim, config.model.hidden_units = 4, (32,)
-    config.train.epochs, config.train.batch_size, config.train.export = 2, 32, str(root / "export")
+    config.train.epochs, config.train.batch_size, config.train.export = 3, 32, str(root / "export")
+    # The epoch with the best q(y|x) accuracy on 6 labelled validation images is the one kept.
+    config.train.early_stopping, config.train.monitor, config.data.validation_labels = 3, "val_accuracy", 6
     dataset = blob_dataset()
     return dataset, train(config, dataset, root / "run"), root
 
@@ -127,6 +149,12 @@ def test_a_run_exports_classify_and_evaluates_with_the_class_summed_out(blob_run
 
     dataset, result, root = blob_run
     assert {"accuracy", "val_accuracy"} <= set(result.history[-1])
+    accuracies = [row["val_accuracy"] for row in result.history]
+    np.testing.assert_allclose(np.multiply(accuracies, 6), np.round(np.multiply(accuracies, 6)), atol=1e-4)  # 6 labels
+    best = 1 + int(np.argmax(accuracies))
+    kept = keras.saving.load_model(RunDir(root / "run").checkpoint_path(best))
+    x = dataset.x_test[:8].astype("float32") / 255.0
+    np.testing.assert_allclose(result.model.classify(x), kept.classify(x), atol=1e-6)
     client = load_client(result.export_dir)
     x = dataset.x_test[:12].astype("float32") / 255.0
     probabilities = client.classify(x)

@@ -20,7 +20,7 @@ from keras_cvae.models.base import (
     gaussian_posterior,
     log_importance_weights,
 )
-from keras_cvae.networks import NETWORKS
+from keras_cvae.networks import NETWORKS, ONE_HOT_SCALE
 from keras_cvae.priors import get_prior
 
 tfd = tfp.distributions
@@ -51,6 +51,10 @@ class CVAE(VariationalModel):
         free_bits: float. λ, nats per latent dimension the loss does not charge for (Kingma et
             al. 2016; see models.base.free_bits_kl); the reported KL and ELBO stay exact.
             Defaults to 0 (off).
+        condition_scale: float or None. Factor on the condition vector before the built-in
+            networks' dense concatenations (`keras_cvae.networks`); your own networks get the
+            vector unscaled. Defaults to None: `default_condition_scale`, ONE_HOT_SCALE (10) for
+            this fully labelled model.
         seed: int or None. Seed for the reparameterisation noise. Defaults to None.
         num_classes: int or None. Shorthand for one categorical condition `labels` (with
             `conditions` None). Defaults to 10.
@@ -75,6 +79,10 @@ class CVAE(VariationalModel):
         >>> images = model.generate(tf.constant([0, 1, 2]))  # [3, 28, 28, 1] in [0, 1]
     """
 
+    # The condition's scale under the built-in networks when `condition_scale` is not given: what
+    # the fully labelled model measured best (keras_cvae.networks).
+    default_condition_scale = ONE_HOT_SCALE
+
     def __init__(
         self,
         image_shape: Sequence[int] = (28, 28, 1),
@@ -94,6 +102,7 @@ class CVAE(VariationalModel):
         activation: str = "relu",
         prior: str = "standard",
         prior_components: int | None = None,
+        condition_scale: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -108,6 +117,9 @@ class CVAE(VariationalModel):
         self.likelihood = get_likelihood(likelihood, self.image_shape)
         self.beta = float(beta)
         self.free_bits = float(free_bits)
+        self.condition_scale = float(type(self).default_condition_scale if condition_scale is None else condition_scale)
+        if not self.condition_scale > 0:
+            raise ValueError(f"condition_scale must be > 0, got {condition_scale}")
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
         self.prior_components = None if prior_components is None else int(prior_components)
         self.prior = get_prior(prior, self.latent_dim, components=self.prior_components, image_shape=self.image_shape,
@@ -128,7 +140,8 @@ class CVAE(VariationalModel):
         else:
             self.encoder, self.decoder = NETWORKS[arch](
                 self.image_shape, self.condition_width, self.latent_dim, self.hidden_units,
-                outputs_per_channel=self.outputs_per_channel, activation=activation)
+                outputs_per_channel=self.outputs_per_channel, condition_scale=self.condition_scale,
+                activation=activation)
         self.built = True
 
     # -- configuration ----------------------------------------------------------------------
@@ -149,6 +162,7 @@ class CVAE(VariationalModel):
             "conditional": self.conditional,
             "seed": self.seed,
             "free_bits": self.free_bits,
+            "condition_scale": self.condition_scale,
             **({"encoder": keras.saving.serialize_keras_object(self.encoder),
                 "decoder": keras.saving.serialize_keras_object(self.decoder)} if self.custom_networks else {}),
         }

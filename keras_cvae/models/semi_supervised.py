@@ -13,10 +13,17 @@ times), so L(x, y) is computed for all K classes of every image, and a labelled 
 the column of its own class.
 
 The objective per image of the data set (Kingma et al.'s J^α divided by the data set's size N):
-    f · mean_labelled L(x, y) + (1 − f) · mean_unlabelled U(x) − a · mean_labelled log q(y | x),
-with f the labelled share of the training set and a = `classifier_weight` (the paper's
-α = 0.1·N is a = 0.1). A batch holds more labelled images than f (see data.make_mixed_pipeline);
-each image's terms are weighted so that the batch mean is this objective.
+    f · mean_labelled [L(x, y) + w · log q(y | x)] + (1 − f) · mean_unlabelled U(x),
+with f the labelled share of the training set and w = `classifier_weight`, a multiplier per
+labelled example relative to its own bound, the same for any N. The paper's α = 0.1·N is
+w = 0.1·N/n_labelled (54 for 100 labels of 54,000 images); Pyro's SS-VAE uses 46. A batch holds
+more labelled images than f (see data.make_mixed_pipeline); each image's terms are weighted so
+that the batch mean is this objective.
+
+The class enters both networks at `condition_scale` 1 (a plain one-hot, as in Kingma's and Pyro's
+code), not the fully labelled CVAE's 10: at 10, the bounds L(x, y) of an untrained model already
+differ by tens of nats between classes, and U(x) locks q(y | x) onto the decoder's arbitrary
+clusters before the labels can anchor it.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import tensorflow_probability as tfp
 from keras_cvae.conditions import CATEGORICAL
 from keras_cvae.models.base import as_unit_range
 from keras_cvae.models.cvae import CVAE
-from keras_cvae.networks import build_classifier
+from keras_cvae.networks import ONE_HOT_SCALE, build_classifier
 
 tfd = tfp.distributions
 
 ACCURACY = "accuracy"  # the extra metric: q(y | x)'s accuracy where the label is known
+DEFAULT_CLASSIFIER_WEIGHT = 50.0  # w per labelled example: near the paper's 54 and Pyro's 46
 
 
 def marginal_bound(label_posterior: tfd.Categorical, per_class_elbo: tf.Tensor) -> tf.Tensor:
@@ -51,21 +59,29 @@ class SemiSupervisedCVAE(CVAE):
     Args (beyond CVAE's, which it takes as they are; it must condition on its class):
         num_labeled: int. How many training images keep their label. Defaults to 1.
         num_train: int. How many training images there are. Defaults to 1 (every image labelled).
-        classifier_weight: float. a, the weight of −log q(y | x) on labelled images, per image of
-            the data set (Kingma et al.'s α divided by N). Defaults to 0.1, the paper's choice.
+        classifier_weight: float. w, the weight of −log q(y | x) on a labelled image relative to
+            that image's bound (module docstring). Defaults to DEFAULT_CLASSIFIER_WEIGHT.
+
+    The class enters the networks at `condition_scale` 1 unless given. A config without
+    `condition_scale` is a keras_cvae 0.1 model's: its scale was 10 and its `classifier_weight`
+    was a = w·f per image of the data set; `from_config` converts both.
 
     Example:
         >>> model = SemiSupervisedCVAE(num_classes=10, num_labeled=100, num_train=54000)
         >>> probabilities = model.classify(images)  # [N, 10], rows sum to 1
     """
 
-    def __init__(self, *args, num_labeled: int = 1, num_train: int = 1, classifier_weight: float = 0.1,
-                 **kwargs) -> None:
+    default_condition_scale = 1.0
+
+    def __init__(self, *args, num_labeled: int = 1, num_train: int = 1,
+                 classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.conditional or len(self.conditions) != 1 or self.conditions[0].kind != CATEGORICAL:
             raise ValueError("the semi-supervised CVAE conditions on exactly one categorical condition, the class")
         if not 0 < num_labeled <= num_train:
             raise ValueError(f"num_labeled must be in [1, num_train={num_train}], got {num_labeled}")
+        if classifier_weight < 0:
+            raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
         self.num_labeled, self.num_train = int(num_labeled), int(num_train)
         self.classifier_weight = float(classifier_weight)
         self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units,
@@ -75,6 +91,16 @@ class SemiSupervisedCVAE(CVAE):
     def get_config(self) -> dict:
         return {**super().get_config(), "num_labeled": self.num_labeled, "num_train": self.num_train,
                 "classifier_weight": self.classifier_weight}
+
+    @classmethod
+    def from_config(cls, config: dict) -> SemiSupervisedCVAE:
+        """Also builds a keras_cvae 0.1 model (no `condition_scale` in its config) as it was
+        trained: condition scale 10, and its per-data-set-image weight a made w = a / f."""
+        if "condition_scale" not in config:
+            fraction = config.get("num_labeled", 1) / config.get("num_train", 1)
+            config = {**config, "condition_scale": ONE_HOT_SCALE,
+                      "classifier_weight": config.get("classifier_weight", 0.1) / fraction}
+        return super().from_config(config)
 
     @property
     def labeled_fraction(self) -> float:
@@ -155,11 +181,10 @@ class SemiSupervisedCVAE(CVAE):
         share = tf.where(num_hidden == 0, 1.0, tf.where(num_observed == 0, 0.0, self.labeled_fraction))
         weight = tf.where(observed, tf.math.divide_no_nan(share * size, num_observed),
                           tf.math.divide_no_nan((1.0 - share) * size, num_hidden))
-        per_observed = tf.where(observed, tf.math.divide_no_nan(size, num_observed), 0.0)
 
         elbo, reconstruction = weight * elbo, weight * reconstruction
         kl = -elbo - reconstruction  # the rate: KL of z, and of y where it is summed out (or −log p(y))
-        classification = self.classifier_weight * per_observed * cross_entropy
+        classification = self.classifier_weight * tf.where(observed, weight, 0.0) * cross_entropy
         return {
             "loss": reconstruction + self.beta * self.kl_weight * kl + classification,
             "reconstruction_loss": reconstruction,

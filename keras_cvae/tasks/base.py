@@ -93,6 +93,10 @@ class Task:
         return make_pipeline(images, rows, config.train.batch_size, shuffle=True, seed=config.train.seed, epoch=epoch,
                              binarize=config.data.dynamic_binarization)
 
+    def validation_rows(self, rows: np.ndarray, conditions: tuple[Condition, ...], config: RunConfig) -> np.ndarray:
+        """The validation split's condition rows as validation sees them: all of them here."""
+        return rows
+
     def sample_callback(self, model: VariationalModel, config: RunConfig, dataset: LoadedDataset,
                         run_dir: RunDir, validation_images: np.ndarray) -> keras.callbacks.Callback:
         """The callback that draws `samples/epoch_NNN.png` after every epoch."""

@@ -148,7 +148,8 @@ class ClassesTask(Task):
         return {"image_shape": dataset.x_train.shape[1:], "conditions": dataset.conditions, "latent_dim": m.latent_dim,
                 "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "activation": m.activation,
                 "likelihood": m.likelihood, "prior": m.prior, "prior_components": m.prior_components, "beta": m.beta,
-                "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits}
+                "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits,
+                "condition_scale": m.condition_scale}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
         tensorboard_dir = run_dir.tensorboard_dir if config.train.tensorboard else None

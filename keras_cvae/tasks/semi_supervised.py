@@ -85,6 +85,14 @@ class SemiSupervisedTask(ClassesTask):
             raise UsageError(f"`labeled` {labeled} is more than the {num_train} training images "
                              "(after `limit` and the validation hold-out)")
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
+        wanted = config.data.validation_labels
+        if wanted is not None:
+            y_val = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
+                                    config.data.validation_fraction)[1][1]
+            if not num_classes <= wanted <= len(y_val):
+                raise UsageError(f"`validation_labels` {wanted} must be between the {num_classes} classes and the "
+                                 f"{len(y_val)} validation images")
+            select_labeled(y_val, wanted, conditions[0].values, config.train.seed + 1)
 
     def build_model(self, config: RunConfig, dataset: LoadedDataset) -> SemiSupervisedCVAE:
         return SemiSupervisedCVAE(**self.model_arguments(config, dataset), num_labeled=config.data.labeled,
@@ -103,6 +111,18 @@ class SemiSupervisedTask(ClassesTask):
         return make_mixed_pipeline(images[labeled], rows[labeled], images[~labeled], tc.batch_size,
                                    labeled_per_batch(tc.batch_size, int(labeled.sum()), len(images)),
                                    seed=tc.seed, epoch=epoch, binarize=config.data.dynamic_binarization)
+
+    def validation_rows(self, rows: np.ndarray, conditions: tuple[Condition, ...], config: RunConfig) -> np.ndarray:
+        """With `validation_labels` N, only N held-out images (balanced across classes, chosen by
+        `seed`) keep their label, so that `val_accuracy` and a model chosen by it use N labels;
+        validation's ELBO sums every label out either way."""
+        count = config.data.validation_labels
+        if count is None:
+            return rows
+        kept = np.full(len(rows), -1.0, np.float32).reshape(-1, 1)
+        chosen = select_labeled(rows, count, conditions[0].values, config.train.seed + 1)
+        kept[chosen] = np.asarray(rows, np.float32).reshape(len(rows), -1)[chosen, :1]
+        return kept
 
     # -- serving ------------------------------------------------------------------------------
 
