@@ -27,7 +27,7 @@ def test_the_registry_is_the_flag_choices():
     for name, kind in LIKELIHOODS.items():
         likelihood = get_likelihood(name, (4, 4, 3))
         assert type(likelihood) is kind and likelihood.parameters_per_channel >= 1
-    with pytest.raises(ValueError, match="likelihood must be one of bernoulli, gaussian, discretized_logistic"):
+    with pytest.raises(ValueError, match=f"likelihood must be one of {', '.join(LIKELIHOODS)}"):
         get_likelihood("poisson", SHAPE)
 
 

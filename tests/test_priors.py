@@ -26,7 +26,7 @@ tfd = tfp.distributions
 
 def test_the_registry_is_the_flag_choices():
     assert tuple(PRIORS) == config.PRIORS
-    with pytest.raises(ValueError, match="prior must be one of standard, mixture, vamp, got 'flat'"):
+    with pytest.raises(ValueError, match=f"prior must be one of {', '.join(PRIORS)}, got 'flat'"):
         get_prior("flat", 2)
 
 
