@@ -74,11 +74,10 @@ def steps_per_epoch(config, dataset) -> int:
 
 def validation_split(config, dataset):
     """The labelled validation images M2 chooses its epoch on, as float images and class indices."""
-    from keras_cvae.data import limit_and_split
+    from keras_cvae.data import split_training_set
     from keras_cvae.tasks import get_task
 
-    _, (x_val, y_val) = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
-                                        config.data.validation_fraction)
+    _, (x_val, y_val) = split_training_set(dataset.x_train, dataset.y_train, config.data)
     rows = get_task("semi_supervised").validation_rows(y_val, dataset.conditions, config)[:, 0]
     known = rows >= 0
     return x_val[known].astype("float32") / 255.0, rows[known].astype(int)

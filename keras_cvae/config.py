@@ -34,6 +34,8 @@ LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 BINARIZATIONS = ("none", "dynamic")
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 MONITORS = ("val_elbo", "val_accuracy")  # callbacks.MONITOR_MODES
+KL_ESTIMATES = ("analytic", "monte_carlo")
+INITIALIZERS = ("glorot_uniform", "he_normal")  # networks.INITIALIZERS
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,), "resnet": (128,)}
@@ -49,6 +51,17 @@ def hidden_units(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ValueError(f"expected integers like 400 or 512,256, got {text!r}") from None
+
+
+def _log_var_range(text: str) -> tuple[float, float]:
+    """`--log-var-range` text `LOW,HIGH` with LOW < HIGH."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected LOW,HIGH like -6,2, got {text!r}") from None
+    if not low < high:
+        raise ValueError(f"expected LOW < HIGH, got {text!r}")
+    return low, high
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -125,6 +138,9 @@ class DataConfig:
         "binarized once with a fixed seed (NLLs comparable with the literature)", parse=str, choices=BINARIZATIONS)
     limit: int | None = setting(None, "use only the first N training images", parse=int)
     validation_fraction: float = setting(0.1, "share of the training set held out for validation", parse=float)
+    validation_size: int | None = setting(
+        None, "hold out exactly the last N training images for validation (instead of `validation_fraction`)",
+        parse=int)
     task: str = setting("classes", "classes: p(image | class); completion: complete an image from part of it; "
                         "semi_supervised: p(image | class) from `labeled` labels (Kingma et al. 2014, M2)",
                         parse=str, choices=TASKS)
@@ -157,6 +173,8 @@ class DataConfig:
             raise ConfigError(f"`quadrants` must be 1, 2 or 3, got {self.quadrants!r}")
         if self.task == "semi_supervised" and self.labeled is None:
             raise ConfigError("`task` semi_supervised needs `labeled` N, the number of labelled training images")
+        if self.validation_size is not None and self.validation_size < 1:
+            raise ConfigError(f"`validation_size` must be at least 1, got {self.validation_size}")
         if self.validation_labels is not None and self.validation_labels < 1:
             raise ConfigError(f"`validation_labels` must be at least 1, got {self.validation_labels}")
         if self.labeled is not None and self.labeled < 1:
@@ -204,6 +222,16 @@ class ModelConfig:
         50.0, "for `task` semi_supervised: weight of −log q(y|x) on a labelled image, relative to its own bound "
         "(Kingma et al.'s α = 0.1·N is 0.1·N/`labeled`, 54 for 100 of 54,000; Pyro's 46)", parse=float,
         used_when=(_semi_supervised, "`task` classes or completion"))
+    initializer: str = setting("glorot_uniform", "the built-in networks' dense weights: glorot_uniform (Keras's) or "
+                               "he_normal (std √(2/fan_in), as the VampPrior code)", parse=str, choices=INITIALIZERS,
+                               used_when=(lambda c: not _completion(c), "`task=completion`"))
+    log_var_range: tuple[float, float] | None = setting(
+        None, "clip the posterior's log-variance to LOW,HIGH, a hardtanh (the VampPrior code's -6,2; default: "
+        "squashed softly into ±10)", parse=_log_var_range, used_when=(lambda c: not _completion(c), "`task=completion`"))
+    kl_estimate: str = setting(
+        "analytic", "the KL term: analytic (the prior's closed form where it has one) or monte_carlo (log q(z|x) − "
+        "log p(z) at the reconstruction's z, as the VampPrior code)", parse=str, choices=KL_ESTIMATES,
+        used_when=(lambda c: not _completion(c), "`task=completion`"))
     condition_scale: float | None = setting(
         None, "factor on the condition vector before the built-in networks' dense layers (default 10 for `task` "
         "classes, 1, a plain one-hot, for semi_supervised)", parse=float,
@@ -212,6 +240,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.hidden_units is not None:
             self.hidden_units = tuple(int(u) for u in self.hidden_units)
+        if self.log_var_range is not None:
+            self.log_var_range = tuple(float(v) for v in self.log_var_range)
 
     def resolved_hidden_units(self) -> tuple[int, ...]:
         """The hidden units, or the architecture's default when none were given."""
@@ -239,6 +269,12 @@ class ModelConfig:
             raise ConfigError(f"`objective` must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.free_bits < 0:
             raise ConfigError(f"`free_bits` must be >= 0, got {self.free_bits}")
+        if self.kl_estimate not in KL_ESTIMATES:
+            raise ConfigError(f"`kl_estimate` must be one of {', '.join(KL_ESTIMATES)}, got {self.kl_estimate!r}")
+        if self.free_bits and self.kl_estimate == "monte_carlo":
+            raise ConfigError("`free_bits` needs the KL per dimension; `kl_estimate=monte_carlo` gives one per image")
+        if self.initializer not in INITIALIZERS:
+            raise ConfigError(f"`initializer` must be one of {', '.join(INITIALIZERS)}, got {self.initializer!r}")
         if self.condition_scale is not None and not self.condition_scale > 0:
             raise ConfigError(f"`condition_scale` must be > 0, got {self.condition_scale}")
         if self.classifier_weight < 0:
@@ -283,6 +319,9 @@ class TrainConfig:
     jit_compile: bool | None = setting(
         None, "XLA-compile the train step (default: on a GPU, and on a CPU for `arch` mlp in float32)",
         switch={"--jit": True, "--no-jit": False}, resumable=True)
+    normalize_gradients: bool = setting(
+        False, "divide each weight's gradient by its L2 norm before Adam's update (the VampPrior code's AdamNormGrad)",
+        switch={"--normalize-gradients": True})
     keep_checkpoints: int = setting(2, "how many of the newest epoch checkpoints to keep", parse=int, resumable=True)
     steps_per_execution: int = setting(32, "train steps per compiled call; callbacks see every Nth batch",
                                        parse=int, resumable=True)

@@ -31,21 +31,36 @@ ONE_HOT_SCALE = 10.0
 
 
 ACTIVATIONS = ("relu", "gated", "softplus")
+# The dense layers' weight initialisers: Keras's default, or He et al.'s normal with std
+# sqrt(2 / fan_in), untruncated, as the VampPrior and Exemplar VAE code initialise every layer.
+INITIALIZERS = {
+    "glorot_uniform": lambda: "glorot_uniform",
+    "he_normal": lambda: keras.initializers.VarianceScaling(2.0, mode="fan_in", distribution="untruncated_normal"),
+}
 RESIDUAL_SCALE = 0.1  # NVAE scales each cell's branch before adding it to the skip path
 SQUEEZE_RATIO, MIN_SQUEEZE = 16, 4  # the squeeze-and-excitation bottleneck: channels / 16, at least 4
 MAX_GROUPS = 8
 
 
-def dense(h: keras.KerasTensor, units: int, activation: str, name: str) -> keras.KerasTensor:
+def initializer(name: str):
+    """The kernel initializer of the dense layers for an `INITIALIZERS` name."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"initializer must be one of {', '.join(INITIALIZERS)}, got {name!r}")
+    return INITIALIZERS[name]()
+
+
+def dense(h: keras.KerasTensor, units: int, activation: str, name: str,
+          kernel_initializer: str = "glorot_uniform") -> keras.KerasTensor:
     """One hidden dense layer. "gated" is h = (W x + b) ⊙ σ(V x + c), as in VampPrior's networks
     (Tomczak & Welling 2018): two Dense layers and a Multiply, no Lambda."""
     if activation == "gated":
-        linear = layers.Dense(units, name=f"{name}_linear")(h)
-        gate = layers.Dense(units, activation="sigmoid", name=f"{name}_gate")(h)
+        linear = layers.Dense(units, kernel_initializer=initializer(kernel_initializer), name=f"{name}_linear")(h)
+        gate = layers.Dense(units, activation="sigmoid", kernel_initializer=initializer(kernel_initializer),
+                            name=f"{name}_gate")(h)
         return layers.Multiply(name=name)([linear, gate])
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    return layers.Dense(units, activation=activation, name=name)(h)
+    return layers.Dense(units, activation=activation, kernel_initializer=initializer(kernel_initializer), name=name)(h)
 
 
 def conv_filters(height: int, width: int) -> tuple[int, ...]:
@@ -103,6 +118,7 @@ def build_encoder(
     name: str = "encoder",
     condition_scale: float = 1.0,
     activation: str = "relu",
+    kernel_initializer: str = "glorot_uniform",
 ) -> keras.Model:
     """The encoder: (image, one-hot condition) → (z_mean, z_log_var), each [N, latent_dim].
 
@@ -113,15 +129,16 @@ def build_encoder(
     # The conv encoder's condition planes stay unscaled: constant planes of 10 beside pixels in
     # [0, 1] throw the first conv off balance (benchmarks/results/condition_scale.md).
     condition, scaled = _condition_input(num_conditions, condition_scale if arch == "mlp" else 1.0)
-    h = _image_features(image, scaled, arch, hidden_units, activation)
-    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    h = _image_features(image, scaled, arch, hidden_units, activation, kernel_initializer)
+    z_mean = layers.Dense(latent_dim, kernel_initializer=initializer(kernel_initializer), name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, kernel_initializer=initializer(kernel_initializer), name="z_log_var")(h)
     inputs = [image, condition] if condition is not None else [image]
     return keras.Model(inputs, [z_mean, z_log_var], name=name)
 
 
 def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | None, arch: str,
-                    hidden_units: Sequence[int], activation: str = "relu") -> keras.KerasTensor:
+                    hidden_units: Sequence[int], activation: str = "relu",
+                    kernel_initializer: str = "glorot_uniform") -> keras.KerasTensor:
     """The encoders' trunk: the image (flattened for `mlp`; through stride-2 convs for `conv`, the
     condition tiled over the plane as extra channels) joined with the condition, then the hidden
     dense layers."""
@@ -146,15 +163,17 @@ def _image_features(image: keras.KerasTensor, condition: keras.KerasTensor | Non
     else:
         raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
     for i, units in enumerate(hidden_units):
-        h = dense(h, units, activation, f"hidden_{i}")
+        h = dense(h, units, activation, f"hidden_{i}", kernel_initializer)
     return h
 
 
 def build_classifier(image_shape: Sequence[int], num_classes: int, arch: str, hidden_units: Sequence[int],
-                     name: str = "classifier", activation: str = "relu") -> keras.Model:
+                     name: str = "classifier", activation: str = "relu",
+                     kernel_initializer: str = "glorot_uniform") -> keras.Model:
     """The semi-supervised model's q(y | x): the encoder's trunk without a condition → class logits [N, K]."""
     image = keras.Input(tuple(image_shape), name="image")
-    logits = layers.Dense(num_classes, name="logits")(_image_features(image, None, arch, hidden_units, activation))
+    features = _image_features(image, None, arch, hidden_units, activation, kernel_initializer)
+    logits = layers.Dense(num_classes, kernel_initializer=initializer(kernel_initializer), name="logits")(features)
     return keras.Model(image, logits, name=name)
 
 
@@ -168,6 +187,7 @@ def build_decoder(
     condition_scale: float = 1.0,
     outputs_per_channel: int = 1,
     activation: str = "relu",
+    kernel_initializer: str = "glorot_uniform",
 ) -> keras.Model:
     """The decoder: (z, condition) → logits (Bernoulli) or means' logits, [N, H, W, C·outputs_per_channel].
 
@@ -178,10 +198,11 @@ def build_decoder(
     condition, scaled = _condition_input(num_conditions, condition_scale)
     h = layers.Concatenate(name="z_and_condition")([z, scaled]) if condition is not None else z
     for i, units in enumerate(reversed(tuple(hidden_units))):
-        h = dense(h, units, activation, f"hidden_{i}")
+        h = dense(h, units, activation, f"hidden_{i}", kernel_initializer)
     out_channels = channels * outputs_per_channel
     if arch == "mlp":
-        h = layers.Dense(height * width * out_channels, name="logits_flat")(h)
+        h = layers.Dense(height * width * out_channels, kernel_initializer=initializer(kernel_initializer),
+                         name="logits_flat")(h)
         logits = layers.Reshape((height, width, out_channels), name="logits")(h)
     elif arch in ("conv", "resnet"):
         # Mirror the encoder: start from its smallest map, double per layer, crop any excess
@@ -190,7 +211,8 @@ def build_decoder(
         filters = conv_filters(height, width)
         scale = 2 ** len(filters)
         base = (-(-height // scale), -(-width // scale), filters[-1])
-        h = layers.Dense(base[0] * base[1] * base[2], activation="relu", name="project")(h)
+        h = layers.Dense(base[0] * base[1] * base[2], activation="relu",
+                         kernel_initializer=initializer(kernel_initializer), name="project")(h)
         h = layers.Reshape(base)(h)
         for i, count in enumerate(reversed(filters)):
             if residual:
@@ -209,7 +231,8 @@ def build_decoder(
 
 def mlp(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
         hidden_units: Sequence[int] = (400,), outputs_per_channel: int = 1,
-        condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
+        condition_scale: float = ONE_HOT_SCALE, activation: str = "relu",
+        kernel_initializer: str = "glorot_uniform") -> tuple[keras.Model, keras.Model]:
     """The dense (encoder, decoder) pair: the flattened image joined with the condition vector.
 
     Args:
@@ -225,43 +248,49 @@ def mlp(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, lat
             Defaults to ONE_HOT_SCALE.
         activation: str. The hidden layers' activation: "relu", "softplus" or "gated" (see
             `dense`). Defaults to "relu".
+        kernel_initializer: str. The dense layers' weights: "glorot_uniform" or "he_normal"
+            (`INITIALIZERS`). Defaults to "glorot_uniform".
 
     Example:
         >>> encoder, decoder = mlp((32, 32, 3), condition_width=5, latent_dim=16)
         >>> model = CVAE(image_shape=(32, 32, 3), num_classes=5, latent_dim=16, encoder=encoder, decoder=decoder)
     """
     return _pair(image_shape, condition_width, latent_dim, "mlp", hidden_units, outputs_per_channel, condition_scale,
-                 activation)
+                 activation, kernel_initializer)
 
 
 def conv(image_shape: Sequence[int] = (28, 28, 1), condition_width: int = 10, latent_dim: int = 20,
          hidden_units: Sequence[int] = (128,), outputs_per_channel: int = 1,
-         condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
+         condition_scale: float = ONE_HOT_SCALE, activation: str = "relu",
+        kernel_initializer: str = "glorot_uniform") -> tuple[keras.Model, keras.Model]:
     """The convolutional (encoder, decoder) pair: stride-2 convolutions (`conv_filters`) with the
     condition tiled over the image as extra channels, transposed convolutions back. Arguments as
     `mlp`'s; `condition_scale` applies to the dense concatenations only, `activation` to the
     dense hidden layers (the convolutions are ReLU)."""
     return _pair(image_shape, condition_width, latent_dim, "conv", hidden_units, outputs_per_channel, condition_scale,
-                 activation)
+                 activation, kernel_initializer)
 
 
 def resnet(image_shape: Sequence[int] = (32, 32, 3), condition_width: int = 10, latent_dim: int = 20,
            hidden_units: Sequence[int] = (128,), outputs_per_channel: int = 1,
-           condition_scale: float = ONE_HOT_SCALE, activation: str = "relu") -> tuple[keras.Model, keras.Model]:
+           condition_scale: float = ONE_HOT_SCALE, activation: str = "relu",
+        kernel_initializer: str = "glorot_uniform") -> tuple[keras.Model, keras.Model]:
     """The residual (encoder, decoder) pair for colour images of 32–64 px: `conv`'s stride-2
     convolutions and transposed convolutions, with one `residual_cell` (NVAE's) after each
     downsampling in the encoder and before each upsampling in the decoder. None at full
     resolution: there one cell costs as much as the whole `conv` pair. Arguments as `conv`'s."""
     return _pair(image_shape, condition_width, latent_dim, "resnet", hidden_units, outputs_per_channel,
-                 condition_scale, activation)
+                 condition_scale, activation, kernel_initializer)
 
 
 def _pair(image_shape: Sequence[int], condition_width: int, latent_dim: int, arch: str,
           hidden_units: Sequence[int], outputs_per_channel: int, condition_scale: float,
-          activation: str) -> tuple[keras.Model, keras.Model]:
+          activation: str, kernel_initializer: str = "glorot_uniform") -> tuple[keras.Model, keras.Model]:
     args = (tuple(image_shape), int(condition_width), int(latent_dim), arch, tuple(hidden_units))
-    return (build_encoder(*args, condition_scale=condition_scale, activation=activation),
+    return (build_encoder(*args, condition_scale=condition_scale, activation=activation,
+                          kernel_initializer=kernel_initializer),
             build_decoder(*args, condition_scale=condition_scale, outputs_per_channel=outputs_per_channel,
+                          kernel_initializer=kernel_initializer,
                           activation=activation))
 
 

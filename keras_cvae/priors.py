@@ -78,8 +78,12 @@ class Prior(keras.layers.Layer):
         raise NotImplementedError
 
     def kl(self, posterior: tfd.Distribution, z: tf.Tensor, conditions: tf.Tensor) -> tf.Tensor:
-        """KL(q(z | x, c) ‖ p(z | c)) per image, [N]: by default the one-sample Monte Carlo
-        estimate at `z`, an unbiased estimate of the KL."""
+        """KL(q(z | x, c) ‖ p(z | c)) per image, [N]: by default `monte_carlo_kl`."""
+        return self.monte_carlo_kl(posterior, z, conditions)
+
+    def monte_carlo_kl(self, posterior: tfd.Distribution, z: tf.Tensor, conditions: tf.Tensor) -> tf.Tensor:
+        """The one-sample Monte Carlo estimate of the KL per image, [N]: log q(z | x, c) −
+        log p(z | c) at `z` drawn from q, an unbiased estimate of the KL."""
         return posterior.log_prob(z) - self.log_prob(z, conditions)
 
     def kl_per_dimension(self, posterior: tfd.Distribution, conditions: tf.Tensor) -> tf.Tensor:

@@ -32,7 +32,7 @@ from keras_cvae.callbacks import (
     StopOnNonFiniteLoss,
 )
 from keras_cvae.config import ConfigError, RunConfig
-from keras_cvae.data import LoadedDataset, binarize, dataset_name, limit_and_split, make_pipeline
+from keras_cvae.data import LoadedDataset, binarize, dataset_name, make_pipeline, split_training_set
 from keras_cvae.distribute import is_chief, make_strategy
 from keras_cvae.export import export_saved_model
 from keras_cvae.hardware import cpu_has_bfloat16, warn_slow
@@ -100,7 +100,8 @@ def build_model(config: RunConfig, dataset: LoadedDataset) -> VariationalModel:
     run's speed settings. Build it in the strategy's scope: the number of replicas decides
     whether the step is XLA-compiled."""
     model = get_task(config.data.task).build_model(config, dataset)
-    compile_for_run(model, config, FusedAdam(config.train.learning_rate))
+    compile_for_run(model, config, FusedAdam(config.train.learning_rate,
+                                             normalize_gradients=config.train.normalize_gradients))
     return model
 
 
@@ -164,9 +165,7 @@ def _train(
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps_per_execution=1))
     tc = config.train
     keras.utils.set_random_seed(tc.seed)
-    (x_train, y_train), (x_val, y_val) = limit_and_split(
-        dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction
-    )
+    (x_train, y_train), (x_val, y_val) = split_training_set(dataset.x_train, dataset.y_train, config.data)
     if config.data.dynamic_binarization:
         x_val = binarize(x_val)  # once, like the test set: validation numbers stay comparable
     pipeline_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")

@@ -158,6 +158,19 @@ def test_limit_and_split_are_fixed_slices():
         data.limit_and_split(images, labels, limit=1, validation_fraction=0.5)
 
 
+def test_a_validation_size_holds_out_exactly_the_last_n_images():
+    from keras_cvae.config import DataConfig
+
+    images = np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1)
+    labels = np.arange(100, dtype=np.int32)
+    (_, yt), (_, yv) = data.split_training_set(images, labels, DataConfig(validation_size=30))
+    assert yt.tolist() == list(range(70)) and yv.tolist() == list(range(70, 100))
+    (_, yt), (_, yv) = data.split_training_set(images, labels, DataConfig(limit=50))
+    assert yt.tolist() == list(range(45)) and yv.tolist() == list(range(45, 50))  # the fraction, 0.1
+    with pytest.raises(DataError, match="too few to hold out 100"):
+        data.split_training_set(images, labels, DataConfig(validation_size=100))
+
+
 def test_pipeline_batches_uint8_images_and_reshuffles_every_epoch():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     labels = np.arange(10, dtype=np.int32)

@@ -6,11 +6,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from conftest import assert_keras_round_trip
 from keras_cvae.conditions import CATEGORICAL, CONTINUOUS, Condition
 from keras_cvae.models.base import LOG_VAR_BOUND, condition_vector
 from keras_cvae.models.cvae import CVAE
+
+tfd = tfp.distributions
 
 
 def small_model(**kwargs) -> CVAE:
@@ -144,13 +147,16 @@ def test_config_round_trip_gives_same_decode(arch):
     np.testing.assert_allclose(clone.decode(z, labels), model.decode(z, labels), atol=1e-6)
 
 
-@pytest.mark.parametrize("arguments", [{"arch": "conv"}, {"activation": "gated", "hidden_units": (8, 8)}])
+@pytest.mark.parametrize("arguments", [
+    {"arch": "conv"}, {"activation": "gated", "hidden_units": (8, 8)},
+    {"initializer": "he_normal", "log_var_range": (-6.0, 2.0), "kl_estimate": "monte_carlo", "condition_scale": 3.0},
+])
 def test_keras_file_round_trip_in_safe_mode(tmp_path, arguments):
     z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
     labels = np.array([1, 2, 3, 4])
 
     def same_decode(loaded, model):
-        assert loaded.activation == model.activation
+        assert loaded.get_config() == model.get_config()
         np.testing.assert_allclose(loaded.decode(z, labels), model.decode(z, labels), atol=1e-6)
 
     assert_keras_round_trip(small_model(**arguments), *batch(16), tmp_path / "m.keras", same_decode)
@@ -252,3 +258,44 @@ def test_free_bits_change_the_loss_but_not_the_reported_kl():
     np.testing.assert_allclose(a["elbo"], b["elbo"], rtol=1e-6)
     # An untrained encoder's KL per dimension is far below 5 nats: the loss charges 3 × 5.
     np.testing.assert_allclose(b["loss"], b["reconstruction_loss"] + 15.0, rtol=1e-5)
+
+
+def test_he_normal_weights_have_std_sqrt_2_over_fan_in_in_every_dense_layer():
+    model = CVAE(initializer="he_normal", seed=0)
+    for network in (model.encoder, model.decoder):
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.Dense):
+                kernel = layer.kernel.numpy()
+                np.testing.assert_allclose(kernel.std(), np.sqrt(2.0 / kernel.shape[0]), rtol=0.06)
+    glorot = CVAE(seed=0).decoder.get_layer("logits_flat").kernel.numpy()
+    np.testing.assert_allclose(glorot.std(), np.sqrt(2.0 / sum(glorot.shape)), rtol=0.06)
+
+
+def test_a_log_var_range_clips_the_posterior_log_variance_hard():
+    model = small_model(log_var_range=(-6.0, 2.0))
+    images, labels = batch()
+    layer = model.encoder.get_layer("z_log_var")
+    layer.bias.assign(np.array([-50.0, 0.5, 50.0], "float32"))
+    layer.kernel.assign(np.zeros_like(layer.kernel.numpy()))
+    _, log_var = model.encode(images, labels)
+    np.testing.assert_allclose(log_var.numpy(), np.tile([-6.0, 0.5, 2.0], (len(images), 1)))
+    _, soft = small_model().encode(images, labels)
+    assert np.all(np.abs(soft.numpy()) < 10.0)
+    with pytest.raises(ValueError, match="log_var_range must be"):
+        small_model(log_var_range=(2.0, -6.0))
+
+
+def test_the_monte_carlo_kl_is_log_q_minus_log_p_at_the_reconstructions_z():
+    images, labels = batch()
+    for estimate in ("analytic", "monte_carlo"):
+        model = small_model(kl_estimate=estimate)
+        posterior = model.posterior(*model.encode(images, labels))
+        z = posterior.sample(seed=1)
+        kl, charged = model.kl_terms(posterior, z, labels)
+        conditions = model.prior_conditions(labels, len(images))
+        expected = (posterior.log_prob(z) - model.prior.log_prob(z, conditions) if estimate == "monte_carlo"
+                    else tfd.kl_divergence(posterior, tfd.MultivariateNormalDiag(tf.zeros([len(images), 3]))))
+        np.testing.assert_allclose(kl.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(charged.numpy(), kl.numpy())
+    with pytest.raises(ValueError, match="free_bits needs the KL per dimension"):
+        small_model(kl_estimate="monte_carlo", free_bits=0.5)

@@ -131,6 +131,13 @@ def test_the_architectures_setting_lists_the_built_in_networks():
     assert set(config.DEFAULT_HIDDEN_UNITS) == set(NETWORKS)
 
 
+def test_the_activation_and_initializer_settings_list_the_networks_own():
+    from keras_cvae import config
+    from keras_cvae.networks import ACTIVATIONS, INITIALIZERS
+
+    assert ACTIVATIONS == config.ACTIVATIONS and tuple(INITIALIZERS) == config.INITIALIZERS
+
+
 def test_resnet_has_a_residual_cell_at_every_resolution():
     shape = (32, 32, 3)  # 32 → 16 → 8
     encoder = build_encoder(shape, 3, 4, "resnet", (16,))

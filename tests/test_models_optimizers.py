@@ -52,8 +52,29 @@ def test_fused_adam_inside_compiled_function_and_amsgrad_fallback():
     np.testing.assert_allclose(weight.numpy(), 0.9, rtol=1e-5)  # first Adam step moves by lr
 
 
+def test_normalized_gradients_are_adams_update_of_the_unit_gradients():
+    # Gradient i scaled by 10**i: normalised, the updates are Adam's for the unit-norm gradients.
+    def gradients(scaled: bool):
+        rng = np.random.default_rng(0)
+        steps = []
+        for i in range(4):
+            g = rng.normal(size=(5, 2)).astype("float32")
+            steps.append(g * 10.0 ** i if scaled else g / np.linalg.norm(g))
+        return steps
+
+    def run(optimizer, steps):
+        weight = keras.Variable(np.ones((5, 2), "float32"))
+        for g in steps:
+            optimizer.apply([tf.constant(g)], [weight])
+        return weight.numpy()
+
+    normalized = run(FusedAdam(0.01, normalize_gradients=True), gradients(scaled=True))
+    np.testing.assert_allclose(normalized, run(keras.optimizers.Adam(0.01), gradients(scaled=False)), rtol=1e-5)
+    assert not np.allclose(normalized, run(FusedAdam(0.01), gradients(scaled=True)), rtol=1e-3)
+
+
 def test_fused_adam_config_round_trip():
-    optimizer = FusedAdam(learning_rate=0.003, beta_2=0.99)
+    optimizer = FusedAdam(learning_rate=0.003, beta_2=0.99, normalize_gradients=True)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, FusedAdam)
     assert restored.get_config() == optimizer.get_config()

@@ -46,13 +46,14 @@ from keras_cvae.data.folders import (
     is_image_folder,
     read_folder,
 )
-from keras_cvae.data.pipeline import limit_and_split, make_mixed_pipeline, make_pipeline
+from keras_cvae.data.pipeline import limit_and_split, make_mixed_pipeline, make_pipeline, split_training_set
 from keras_cvae.errors import DataError
 
 __all__ = [
     "CATEGORICAL", "CONTINUOUS", "DATASETS", "Condition", "DataError", "DatasetSpec", "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC", "NPZ_KEYS", "LoadedDataset", "binarize", "dataset_name", "get_spec",
     "limit_and_split", "load_configured", "load_dataset", "make_mixed_pipeline", "make_pipeline", "parse_idx",
+    "split_training_set",
 ]
 
 DATA_DIR_ENV = "KERAS_CVAE_DATA_DIR"

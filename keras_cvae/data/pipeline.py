@@ -12,21 +12,31 @@ from keras_cvae.errors import DataError
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from keras_cvae.config import DataConfig
+
 
 def limit_and_split(
-    images: np.ndarray, labels: np.ndarray, limit: int | None, validation_fraction: float
+    images: np.ndarray, labels: np.ndarray, limit: int | None, validation_fraction: float,
+    validation_size: int | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Keep the first `limit` training images, then hold out the last fraction for validation.
+    """Keep the first `limit` training images, then hold out the last `validation_size` of them
+    (or, without it, the last `validation_fraction`) for validation.
 
     The split is a fixed slice, independent of the training seed, so validation numbers are
     comparable across runs; the test set is never touched here.
     """
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    num_val = max(1, int(round(len(images) * validation_fraction)))
+    num_val = validation_size if validation_size is not None else max(1, int(round(len(images) * validation_fraction)))
     if num_val >= len(images):
-        raise DataError(f"only {len(images)} training images: too few to hold out validation")
+        raise DataError(f"only {len(images)} training images: too few to hold out {num_val} for validation")
     return (images[:-num_val], labels[:-num_val]), (images[-num_val:], labels[-num_val:])
+
+
+def split_training_set(images: np.ndarray, labels: np.ndarray, data: DataConfig
+                       ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`limit_and_split` with a run's data settings: (training, validation) images and rows."""
+    return limit_and_split(images, labels, data.limit, data.validation_fraction, data.validation_size)
 
 
 def make_pipeline(

@@ -215,9 +215,13 @@ def free_bits_kl(kl_per_dim: tf.Tensor, free_bits: float) -> tf.Tensor:
     return tf.reduce_sum(tf.where(batch_mean >= free_bits, kl_per_dim, free_bits), axis=-1)
 
 
-def bounded_log_var(log_var: tf.Tensor) -> tf.Tensor:
-    """A network's log-variance, cast to float32 and squashed softly into ±LOG_VAR_BOUND."""
-    return LOG_VAR_BOUND * tf.tanh(tf.cast(log_var, tf.float32) / LOG_VAR_BOUND)
+def bounded_log_var(log_var: tf.Tensor, clip: tuple[float, float] | None = None) -> tf.Tensor:
+    """A network's log-variance in float32: clipped to `clip` (low, high) as a hardtanh, or
+    without one squashed softly into ±LOG_VAR_BOUND."""
+    log_var = tf.cast(log_var, tf.float32)
+    if clip is not None:
+        return tf.clip_by_value(log_var, clip[0], clip[1])
+    return LOG_VAR_BOUND * tf.tanh(log_var / LOG_VAR_BOUND)
 
 
 def condition_vector(rows: tf.Tensor, conditions: tuple[Condition, ...]) -> tf.Tensor:

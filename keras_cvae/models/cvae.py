@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.conditions import Condition, class_labels, class_names, first_categorical
+from keras_cvae.config import KL_ESTIMATES
 from keras_cvae.likelihoods import Gaussian, get_likelihood
 from keras_cvae.models.base import (
     VariationalModel,
@@ -51,6 +52,14 @@ class CVAE(VariationalModel):
         free_bits: float. λ, nats per latent dimension the loss does not charge for (Kingma et
             al. 2016; see models.base.free_bits_kl); the reported KL and ELBO stay exact.
             Defaults to 0 (off).
+        initializer: str. The built-in networks' dense-layer weights: "glorot_uniform" or
+            "he_normal" (std sqrt(2 / fan_in), as the VampPrior code). Defaults to "glorot_uniform".
+        log_var_range: pair of floats or None. Clip the posterior's log-variance to [low, high]
+            (a hardtanh, as the VampPrior code's [−6, 2]). Defaults to None: squashed softly
+            into ±10 (`models.base.bounded_log_var`).
+        kl_estimate: str. "analytic", the prior's closed form where it has one, or
+            "monte_carlo", log q(z | x, c) − log p(z | c) at the reconstruction's z (the
+            VampPrior code's). Defaults to "analytic".
         condition_scale: float or None. Factor on the condition vector before the built-in
             networks' dense concatenations (`keras_cvae.networks`); your own networks get the
             vector unscaled. Defaults to None: `default_condition_scale`, ONE_HOT_SCALE (10) for
@@ -103,6 +112,9 @@ class CVAE(VariationalModel):
         prior: str = "standard",
         prior_components: int | None = None,
         condition_scale: float | None = None,
+        initializer: str = "glorot_uniform",
+        log_var_range: Sequence[float] | None = None,
+        kl_estimate: str = "analytic",
         **kwargs,
     ) -> None:
         super().__init__(seed=seed, **kwargs)
@@ -120,6 +132,14 @@ class CVAE(VariationalModel):
         self.condition_scale = float(type(self).default_condition_scale if condition_scale is None else condition_scale)
         if not self.condition_scale > 0:
             raise ValueError(f"condition_scale must be > 0, got {condition_scale}")
+        self.initializer = initializer
+        self.log_var_range = None if log_var_range is None else tuple(float(v) for v in log_var_range)
+        if self.log_var_range is not None and not (len(self.log_var_range) == 2
+                                                   and self.log_var_range[0] < self.log_var_range[1]):
+            raise ValueError(f"log_var_range must be (low, high) with low < high, got {log_var_range}")
+        if kl_estimate not in KL_ESTIMATES:
+            raise ValueError(f"kl_estimate must be one of {', '.join(KL_ESTIMATES)}, got {kl_estimate!r}")
+        self.kl_estimate = kl_estimate
         self.conditional = bool(conditional) and bool(self.conditions)  # nothing to condition on: a plain VAE
         self.prior_components = None if prior_components is None else int(prior_components)
         self.prior = get_prior(prior, self.latent_dim, components=self.prior_components, image_shape=self.image_shape,
@@ -127,6 +147,8 @@ class CVAE(VariationalModel):
         self.prior.attach(self._encode_vectors)
         if self.free_bits and not self.prior.factorises:
             raise ValueError(f"free_bits needs a prior that factorises over latent dimensions; {prior!r} does not")
+        if self.free_bits and self.kl_estimate == "monte_carlo":
+            raise ValueError("free_bits needs the KL per dimension; kl_estimate='monte_carlo' gives one per image")
 
         if arch not in NETWORKS:
             raise ValueError(f"arch must be one of {', '.join(NETWORKS)}, got {arch!r}")
@@ -141,7 +163,7 @@ class CVAE(VariationalModel):
             self.encoder, self.decoder = NETWORKS[arch](
                 self.image_shape, self.condition_width, self.latent_dim, self.hidden_units,
                 outputs_per_channel=self.outputs_per_channel, condition_scale=self.condition_scale,
-                activation=activation)
+                activation=activation, kernel_initializer=initializer)
         self.built = True
 
     # -- configuration ----------------------------------------------------------------------
@@ -163,6 +185,9 @@ class CVAE(VariationalModel):
             "seed": self.seed,
             "free_bits": self.free_bits,
             "condition_scale": self.condition_scale,
+            "initializer": self.initializer,
+            "log_var_range": None if self.log_var_range is None else list(self.log_var_range),
+            "kl_estimate": self.kl_estimate,
             **({"encoder": keras.saving.serialize_keras_object(self.encoder),
                 "decoder": keras.saving.serialize_keras_object(self.decoder)} if self.custom_networks else {}),
         }
@@ -258,12 +283,11 @@ class CVAE(VariationalModel):
         images = tf.convert_to_tensor(images, tf.float32)
         return self._encoded(self.encoder([images, vectors] if self.conditional else images))
 
-    @staticmethod
-    def _encoded(outputs: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    def _encoded(self, outputs: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         z_mean, z_log_var = outputs
         # Under mixed precision the networks compute in bfloat16/float16; the distributions,
         # the KL and the losses stay in float32.
-        return tf.cast(z_mean, tf.float32), bounded_log_var(z_log_var)
+        return tf.cast(z_mean, tf.float32), bounded_log_var(z_log_var, self.log_var_range)
 
     def decoder_logits(self, z: tf.Tensor, labels: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.cast(self.decoder(self._with_condition(z, labels), training=training), tf.float32)
@@ -299,6 +323,9 @@ class CVAE(VariationalModel):
         for a factorising prior), both from the prior: per dimension in closed form where the
         prior factorises, else its `kl` at the `z` the reconstruction used."""
         conditions = self.prior_conditions(labels, tf.shape(z)[0])
+        if self.kl_estimate == "monte_carlo":
+            kl = self.prior.monte_carlo_kl(posterior, z, conditions)
+            return kl, kl
         if not self.prior.factorises:
             kl = self.prior.kl(posterior, z, conditions)
             return kl, kl

@@ -85,7 +85,7 @@ class SemiSupervisedCVAE(CVAE):
         self.num_labeled, self.num_train = int(num_labeled), int(num_train)
         self.classifier_weight = float(classifier_weight)
         self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units,
-                                           activation=self.activation)
+                                           activation=self.activation, kernel_initializer=self.initializer)
         self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
 
     def get_config(self) -> dict:

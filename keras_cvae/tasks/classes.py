@@ -149,7 +149,8 @@ class ClassesTask(Task):
                 "arch": m.arch, "hidden_units": m.resolved_hidden_units(), "activation": m.activation,
                 "likelihood": m.likelihood, "prior": m.prior, "prior_components": m.prior_components, "beta": m.beta,
                 "conditional": m.conditional, "seed": config.train.seed, "free_bits": m.free_bits,
-                "condition_scale": m.condition_scale}
+                "condition_scale": m.condition_scale, "initializer": m.initializer, "log_var_range": m.log_var_range,
+                "kl_estimate": m.kl_estimate}
 
     def sample_callback(self, model, config, dataset, run_dir, validation_images):
         tensorboard_dir = run_dir.tensorboard_dir if config.train.tensorboard else None

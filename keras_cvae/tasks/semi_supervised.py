@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_cvae.conditions import CATEGORICAL, Condition
 from keras_cvae.config import RunConfig
-from keras_cvae.data import LoadedDataset, limit_and_split, make_mixed_pipeline, make_pipeline
+from keras_cvae.data import LoadedDataset, make_mixed_pipeline, make_pipeline, split_training_set
 from keras_cvae.errors import DataError, UsageError
 from keras_cvae.evaluation.estimators import (
     ClassModel,
@@ -64,7 +64,7 @@ def labeled_per_batch(batch_size: int, num_labeled: int, num_train: int) -> int:
 
 def training_split(config: RunConfig, dataset: LoadedDataset) -> tuple[np.ndarray, np.ndarray]:
     """The training images and rows that training uses: after `limit` and the validation hold-out."""
-    return limit_and_split(dataset.x_train, dataset.y_train, config.data.limit, config.data.validation_fraction)[0]
+    return split_training_set(dataset.x_train, dataset.y_train, config.data)[0]
 
 
 class SemiSupervisedTask(ClassesTask):
@@ -87,8 +87,7 @@ class SemiSupervisedTask(ClassesTask):
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
         wanted = config.data.validation_labels
         if wanted is not None:
-            y_val = limit_and_split(dataset.x_train, dataset.y_train, config.data.limit,
-                                    config.data.validation_fraction)[1][1]
+            y_val = split_training_set(dataset.x_train, dataset.y_train, config.data)[1][1]
             if not num_classes <= wanted <= len(y_val):
                 raise UsageError(f"`validation_labels` {wanted} must be between the {num_classes} classes and the "
                                  f"{len(y_val)} validation images")
