@@ -405,11 +405,13 @@ def settings() -> list[Setting]:
 
 @dataclass
 class RunConfig:
-    """Everything a training run needs, saved as `config.json` in the run directory."""
+    """Everything a training run needs, saved as `config.json` in the run directory; `recipe` is
+    the recipe the run started from, {"name", "content"} (`keras_cvae.recipes`), or None."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: dict[str, Any] | None = None
 
     def validate(self) -> None:
         self.data.validate()
@@ -443,12 +445,15 @@ class RunConfig:
                 raise ConfigError(f"`{item.name}` does not apply to {item.used_when[1]}; drop it")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["recipe"] is None:
+            del values["recipe"]
+        return values
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Build from a dict, rejecting unknown sections and keys (a typo must not pass silently)."""
-        unknown = set(raw) - set(SECTIONS)
+        unknown = set(raw) - set(SECTIONS) - {"recipe"}
         if unknown:
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
         parts = {}
@@ -459,7 +464,7 @@ class RunConfig:
             if bad:
                 raise ConfigError(f"unknown key(s) in config section {name!r}: {', '.join(sorted(bad))}")
             parts[name] = klass(**values)
-        return cls(**parts)
+        return cls(**parts, recipe=raw.get("recipe"))
 
     def save(self, path: str | Path) -> None:
         from keras_cvae.atomic import atomic_write_text

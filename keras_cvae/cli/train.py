@@ -1,7 +1,8 @@
 """`train.py` / `python -m keras_cvae train`: parse, resolve the config, call training.train, print.
 
-Flags left out keep their defaults, or on `--resume` the values saved in the run's config.json;
-a flag that `--resume` may not change, or that the run would ignore, is refused in one line.
+Flags left out keep their defaults (or `--recipe`'s values), or on `--resume` the values saved in
+the run's config.json; a flag that `--resume` may not change, or that the run would ignore, is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from keras_cvae.config import RunConfig
 from keras_cvae.data import dataset_name, get_spec, load_configured
 from keras_cvae.distribute import is_chief
 from keras_cvae.errors import UsageError
+from keras_cvae.recipes import load_recipe
 from keras_cvae.run_dir import RunDir, default_export_root, default_run_dir
 
 
@@ -29,6 +31,8 @@ def parser(prog: str = "train.py") -> argparse.ArgumentParser:
         prog=prog,
         description="Train a conditional VAE. Example: python train.py --dataset fashion_mnist --epochs 10",
     )
+    parser.add_argument("--recipe", metavar="FILE.toml",
+                        help="start from a recipe's settings (recipes/); flags override it")
     add_config_flags(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -36,9 +40,13 @@ def parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, RunDir]:
-    """The run's config (defaults < saved config on --resume < command line) and its run dir."""
-    given = given_settings(args)
-    config = RunConfig()
+    """The run's config (defaults < recipe, or the saved config on --resume, < command line) and
+    its run dir."""
+    if args.recipe and args.resume:
+        raise UsageError("--resume continues from the run's own config.json (which records its recipe); drop --recipe")
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    given = [*(recipe.values if recipe else ()), *given_settings(args)]
+    config = recipe.config() if recipe else RunConfig()
     apply_settings(config, given)
     config.data.dataset = dataset_name(config.data.dataset, config.data.data_dir)
     run_dir = RunDir(default_run_dir(config))
