@@ -7,8 +7,9 @@
 
 For each number of labels N and each draw (the seeds 0, 1, …: which images keep their label, the
 weights, the data order), trains the library's `semi_supervised` task with --recipe's settings
-(`pyro`, the default: Pyro's SS-VAE, 500 softplus units, z = 50, Adam 4.2e-4, batch 100; or
-`library`: train.py's defaults) for the epochs that make about --steps steps, keeping the epoch
+(default recipes/pyro_m2.toml, Pyro's SS-VAE: 500 softplus units, z = 50, Adam 4.2e-4, batch
+100), its labels, epochs and data replaced by this benchmark's, for the epochs that make about
+--steps steps, keeping the epoch
 whose q(y | x) is most accurate on --validation-labels labelled validation images
 (`--early-stopping E --monitor val_accuracy`). It reports q(y | x)'s test accuracy at that epoch
 and at the last one. The baseline is the same classifier network (networks.build_classifier),
@@ -39,24 +40,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine  # noqa: E402
 
-# The flag sets a run is made with: train.py's settings for each.
-RECIPES = {
-    "pyro": {"hidden_units": (500,), "activation": "softplus", "latent_dim": 50, "learning_rate": 4.2e-4,
-             "batch_size": 100},
-    "library": {},
-}
-MODEL_SETTINGS = ("hidden_units", "activation", "latent_dim")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, scratch: Path):
-    from keras_cvae.config import RunConfig
+    from keras_cvae.recipes import load_recipe
 
-    config = RunConfig()
+    config = load_recipe(args.recipe).config()
     config.data.dataset, config.data.data_dir, config.data.task = args.dataset, args.data_dir, "semi_supervised"
     config.data.labeled, config.data.validation_labels = labeled, args.validation_labels
-    for key, value in RECIPES[args.recipe].items():
-        setattr(config.model if key in MODEL_SETTINGS else config.train, key, value)
-    config.model.classifier_weight = args.classifier_weight
+    if args.classifier_weight is not None:
+        config.model.classifier_weight = args.classifier_weight
     config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
     config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
     config.train.export = str(scratch / f"export-{labeled}-{seed}")
@@ -165,12 +159,18 @@ def spread(values: list[float], digits: int = 3) -> str:
 
 
 def markdown(runs: list[dict], args: argparse.Namespace) -> str:
-    recipe = ", ".join(f"{k} {v}" for k, v in RECIPES[args.recipe].items()) or "train.py's defaults"
+    from keras_cvae.recipes import load_recipe
+
+    config = load_recipe(args.recipe).config()
+    m, t = config.model, config.train
+    recipe = (f"{', '.join(map(str, m.resolved_hidden_units()))} {m.activation} units, z = {m.latent_dim}, Adam "
+              f"{t.learning_rate:g}, batch {t.batch_size}")
+    weight = m.classifier_weight if args.classifier_weight is None else args.classifier_weight
     lines = [
         f"# Semi-supervised M2 on {args.dataset}: test accuracy of q(y | x) against the labels alone",
         "",
-        f"M2 (`--task semi_supervised`, recipe `{args.recipe}`: {recipe}; classifier weight "
-        f"{args.classifier_weight} per labelled image, the class as a plain one-hot) for about {args.steps:,} "
+        f"M2 (`--task semi_supervised`, recipe `{Path(args.recipe).name}`: {recipe}; classifier weight "
+        f"{weight:g} per labelled image, the class as a plain one-hot) for about {args.steps:,} "
         "steps, the epoch kept whose q(y | x) is most accurate on the labelled validation images; against the "
         "same classifier network trained on the labels alone for the same steps, its epoch chosen on the same "
         "images. Last-epoch and best-validation test accuracies; mean ± std over the draws of the labelled "
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labeled", default="100,600,1000,3000", help="numbers of labels, comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="draws of the labelled images per N (seeds 0, 1, …)")
     parser.add_argument("--steps", type=int, default=25000, help="about this many train steps per run")
-    parser.add_argument("--recipe", default="pyro", choices=list(RECIPES))
-    parser.add_argument("--classifier-weight", type=float, default=50.0)
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pyro_m2.toml"))
+    parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     test = (dataset.x_test.astype("float32") / 255.0, dataset.y_test[:, 0].astype(int))
     scratch = Path(tempfile.mkdtemp(prefix="semi-supervised-"))
     output = Path(args.output)
-    settings = {"dataset": args.dataset, "steps": args.steps, "recipe": args.recipe,
+    from keras_cvae.recipes import load_recipe
+
+    settings = {"dataset": args.dataset, "steps": args.steps, "recipe": load_recipe(args.recipe).record(),
                 "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels}
     earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
         else {}
