@@ -17,17 +17,12 @@ and content in its config.json (`RunConfig.recipe`).
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keras_cvae.config import SECTIONS, ConfigError, RunConfig, Setting, settings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import ast
 import importlib.metadata
 import re
 import sys
-
 import tomllib
 
 import keras_cvae
