@@ -3,8 +3,9 @@
     python examples/make_folders.py emoji data/emoji
     python benchmarks/networks.py --data-dir data/emoji --epochs 60 --repeats 3 --output benchmarks/results/networks
 
-For each seed, trains each of `--archs` on the emoji folder at 32×32 (conditions category and
-vendor, the discretized logistic likelihood, train.py's other defaults) for `--epochs` epochs,
+For each seed, trains each of `--archs` with --recipe's settings (default recipes/emoji.toml: the
+emoji folder at 32×32, conditions category and vendor, the discretized logistic likelihood,
+train.py's other defaults) for `--epochs` epochs,
 keeping the epoch with the best validation ELBO (early stopping with a patience of all the
 epochs: the run never stops early, it ends on the best epoch's weights), then evaluates it as
 `evaluate.py` does: the IW-NLL in bits per dimension (K = --iw-samples), the share of samples
@@ -32,15 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quality import machine, spread  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-CONDITIONS, IMAGE_SIZE, LIKELIHOOD = "category,vendor", (32, 32), "discretized_logistic"
 
-
-def markdown(runs: list[dict], args: argparse.Namespace, judge: dict) -> str:
+def markdown(runs: list[dict], args: argparse.Namespace, judge: dict, base) -> str:
+    d, m = base.data, base.model
     lines = [
         "# conv against resnet on colour images: emoji at 32×32",
         "",
         "Data: npm's emoji-datasource 16.0.0, the Google and Twitter sets (`python examples/make_folders.py emoji "
-        f"data/emoji`): 32×32 RGB, conditions {CONDITIONS}, the {LIKELIHOOD} likelihood, train.py's other defaults "
+        f"data/emoji`), `{Path(args.recipe).name}`: {'×'.join(map(str, d.image_size))} RGB, conditions {d.conditions}, "
+        f"the {m.likelihood} likelihood, train.py's other defaults "
         f"(latent 20, hidden units 128, Adam 1e-3, batch 128). {args.epochs} epochs each, the epoch with the best "
         f"validation ELBO kept; IW K={args.iw_samples}. Mean ± std over "
         f"{len({r['seed'] for r in runs})} seed(s). Command: "
@@ -70,6 +71,7 @@ def markdown(runs: list[dict], args: argparse.Namespace, judge: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(Path(__file__).resolve().parent.parent / "recipes" / "emoji.toml"))
     parser.add_argument("--data-dir", default="data/emoji")
     parser.add_argument("--archs", default="conv,resnet", type=lambda text: text.split(","))
     parser.add_argument("--epochs", type=int, default=60)
@@ -81,17 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--epochs, --repeats and --iw-samples must be positive")
 
     from keras_cvae.atomic import atomic_write_text
-    from keras_cvae.config import ARCHITECTURES, RunConfig
+    from keras_cvae.config import ARCHITECTURES
     from keras_cvae.data import load_configured
     from keras_cvae.evaluation.classifier import judge_cache_path
+    from keras_cvae.recipes import load_recipe
     from keras_cvae.tasks import EvaluationOptions, get_task
     from keras_cvae.training import train
 
     if unknown := [a for a in args.archs if a not in ARCHITECTURES]:
         parser.error(f"--archs: unknown {', '.join(unknown)}; choose from {', '.join(ARCHITECTURES)}")
-    base = RunConfig()
-    base.data.data_dir, base.data.conditions, base.data.image_size = args.data_dir, CONDITIONS, IMAGE_SIZE
-    base.model.likelihood = LIKELIHOOD
+    base = load_recipe(args.recipe).config()
+    base.data.data_dir = args.data_dir
     base.train.epochs, base.train.early_stopping = args.epochs, args.epochs
     dataset = load_configured(base.data)
     output, scratch = Path(args.output), Path(tempfile.mkdtemp(prefix="networks-"))
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {arch}, seed {seed}: kept from {output / 'networks.json'}", flush=True)
                 continue
             print(f"== {arch}, seed {seed}", flush=True)
-            config = RunConfig.from_dict(base.to_dict())
+            config = type(base).from_dict(base.to_dict())
             config.model.arch, config.train.seed = arch, seed
             config.train.export = str(scratch / f"export-{arch}-{seed}")
             start = time.perf_counter()
@@ -133,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.sort(key=lambda r: (r["seed"], args.archs.index(r["arch"]) if r["arch"] in args.archs else 99))
             atomic_write_text(output / "networks.json",
                               json.dumps({**settings, "judge": judge, "runs": runs}, indent=2) + "\n")
-            atomic_write_text(output / "networks.md", markdown(runs, args, judge))
-    print(markdown(runs, args, judge))
+            atomic_write_text(output / "networks.md", markdown(runs, args, judge, base))
+    print(markdown(runs, args, judge, base))
     return 0
 
 
