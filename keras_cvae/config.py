@@ -36,6 +36,7 @@ KL_SCHEDULES = ("constant", "linear", "cyclical")
 MONITORS = ("val_elbo", "val_accuracy")  # callbacks.MONITOR_MODES
 KL_ESTIMATES = ("analytic", "monte_carlo")
 INITIALIZERS = ("glorot_uniform", "he_normal")  # networks.INITIALIZERS
+CLASSIFIER_STEPS = ("joint", "separate")  # models.semi_supervised.CLASSIFIER_STEPS
 # What train_step and test_step report, per image in nats (the history's columns).
 METRIC_NAMES = ("loss", "reconstruction_loss", "kl_loss", "elbo")
 DEFAULT_HIDDEN_UNITS = {"mlp": (400,), "conv": (128,), "resnet": (128,)}
@@ -232,6 +233,10 @@ class ModelConfig:
         "analytic", "the KL term: analytic (the prior's closed form where it has one) or monte_carlo (log q(z|x) − "
         "log p(z) at the reconstruction's z, as the VampPrior code)", parse=str, choices=KL_ESTIMATES,
         used_when=(lambda c: not _completion(c), "`task=completion`"))
+    classifier_step: str = setting(
+        "joint", "for `task` semi_supervised: joint, the classification term in each batch's loss; separate, a second "
+        "step on it alone, on the classifier's weights (Pyro's --aux-loss)", parse=str, choices=CLASSIFIER_STEPS,
+        used_when=(_semi_supervised, "`task` classes or completion"))
     condition_scale: float | None = setting(
         None, "factor on the condition vector before the built-in networks' dense layers (default 10 for `task` "
         "classes, 1, a plain one-hot, for semi_supervised)", parse=float,

@@ -134,6 +134,26 @@ def test_validation_sums_every_label_out_and_scores_q():
     np.testing.assert_allclose(float(logs["accuracy"]), np.mean(q.argmax(1) == labels[:, 0]), atol=1e-6)
 
 
+def test_a_separate_classifier_step_leaves_the_term_out_of_the_loss_and_takes_a_second_step():
+    x = tf.constant(images(8))
+    labels = np.array([2, -1, 0, -1, -1, 1, -1, -1], "float32")[:, None]
+    joint = deterministic(small_model(classifier_weight=0.7))
+    separate = deterministic(small_model(classifier_weight=0.7, classifier_step="separate"))
+    separate.set_weights(joint.get_weights())
+    with_term = joint.compute_terms(x, labels)["loss"].numpy()
+    without = separate.compute_terms(x, labels)["loss"].numpy()
+    term = separate._classification_terms(x, labels, training=False).numpy()
+    np.testing.assert_allclose(without + term, with_term, rtol=1e-5, atol=1e-4)
+    assert np.all(term[labels[:, 0] < 0] == 0) and np.all(term[labels[:, 0] >= 0] > 0)
+    for model in (joint, separate):
+        model.compile(optimizer="adam")
+        model.train_step((x, tf.constant(labels)))
+    assert int(joint.optimizer.iterations) == 1 and int(separate.optimizer.iterations) == 2
+    assert SemiSupervisedCVAE.from_config(separate.get_config()).classifier_step == "separate"
+    with pytest.raises(ValueError, match="classifier_step must be one of joint, separate"):
+        small_model(classifier_step="both")
+
+
 def test_the_class_enters_at_scale_one_and_the_scale_is_kept():
     model = small_model()
     assert model.condition_scale == 1.0 and model.get_config()["condition_scale"] == 1.0

@@ -33,13 +33,14 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from keras_cvae.conditions import CATEGORICAL
-from keras_cvae.models.base import as_unit_range
+from keras_cvae.models.base import as_unit_range, global_batch_size
 from keras_cvae.models.cvae import CVAE
 from keras_cvae.networks import ONE_HOT_SCALE, build_classifier
 
 tfd = tfp.distributions
 
 ACCURACY = "accuracy"  # the extra metric: q(y | x)'s accuracy where the label is known
+CLASSIFIER_STEPS = ("joint", "separate")  # config.CLASSIFIER_STEPS
 DEFAULT_CLASSIFIER_WEIGHT = 50.0  # w per labelled example: near the paper's 54 and Pyro's 46
 
 
@@ -62,6 +63,11 @@ class SemiSupervisedCVAE(CVAE):
         classifier_weight: float. w, the weight of −log q(y | x) on a labelled image relative to
             that image's bound (module docstring). Defaults to DEFAULT_CLASSIFIER_WEIGHT.
 
+        classifier_step: str. "joint": the classification term is part of each batch's loss;
+            "separate": each batch takes a second optimizer step on the classification term
+            alone, on the classifier's weights, after the step on the bound (Pyro's SS-VAE
+            `--aux-loss`). Defaults to "joint".
+
     The class enters the networks at `condition_scale` 1 unless given. A config without
     `condition_scale` is a keras_cvae 0.1 model's: its scale was 10 and its `classifier_weight`
     was a = w·f per image of the data set; `from_config` converts both.
@@ -74,7 +80,8 @@ class SemiSupervisedCVAE(CVAE):
     default_condition_scale = 1.0
 
     def __init__(self, *args, num_labeled: int = 1, num_train: int = 1,
-                 classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT, **kwargs) -> None:
+                 classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT, classifier_step: str = "joint",
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.conditional or len(self.conditions) != 1 or self.conditions[0].kind != CATEGORICAL:
             raise ValueError("the semi-supervised CVAE conditions on exactly one categorical condition, the class")
@@ -84,13 +91,16 @@ class SemiSupervisedCVAE(CVAE):
             raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
         self.num_labeled, self.num_train = int(num_labeled), int(num_train)
         self.classifier_weight = float(classifier_weight)
+        if classifier_step not in CLASSIFIER_STEPS:
+            raise ValueError(f"classifier_step must be one of {', '.join(CLASSIFIER_STEPS)}, got {classifier_step!r}")
+        self.classifier_step = classifier_step
         self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units,
                                            activation=self.activation, kernel_initializer=self.initializer)
         self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_labeled": self.num_labeled, "num_train": self.num_train,
-                "classifier_weight": self.classifier_weight}
+                "classifier_weight": self.classifier_weight, "classifier_step": self.classifier_step}
 
     @classmethod
     def from_config(cls, config: dict) -> SemiSupervisedCVAE:
@@ -147,11 +157,49 @@ class SemiSupervisedCVAE(CVAE):
         docstring): a label of −1 is missing and summed out; `accuracy` is over known labels."""
         return self._terms(images, labels, observed=self._known(labels), training=training)
 
+    def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The step on the loss; with `classifier_step` "separate", then a second step on the
+        classification term alone, on the classifier's weights (the first step's loss leaves it out)."""
+        logs = super().train_step(data)
+        if self.classifier_step == "separate":
+            images, labels = self.unpack(data)
+            with tf.GradientTape() as tape:
+                terms = self._classification_terms(images, labels, training=True)
+                loss = tf.nn.compute_average_loss(terms, global_batch_size=global_batch_size(terms))
+                scaled_loss = self.optimizer.scale_loss(loss)
+            variables = self.classifier.trainable_weights
+            self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return logs
+
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Validation reports the bound on log p(x) (every label summed out) and q(y | x)'s accuracy."""
         images, labels = as_unit_range(data[0]), data[1]
         hidden = tf.zeros_like(self._known(labels))
         return self._record(self._terms(images, labels, observed=hidden, training=False))
+
+    def _classification_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool) -> tf.Tensor:
+        """w · (the labelled images' batch weight) · −log q(y | x) per image, [N]: the
+        classification term of `_terms`, alone."""
+        rows = tf.reshape(tf.cast(labels, tf.float32), [tf.shape(images)[0], -1])[:, 0]
+        observed = rows >= 0
+        cross_entropy = -self.label_posterior(images, training=training).log_prob(tf.cast(tf.maximum(rows, 0.0), tf.int32))
+        return self._weighted(cross_entropy, observed, self._batch_weights(observed)[0])
+
+    def _weighted(self, cross_entropy: tf.Tensor, observed: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+        """The classification term per image: w · batch weight · −log q(y | x) where the label is known."""
+        return self.classifier_weight * tf.where(observed, weight, 0.0) * cross_entropy
+
+    def _batch_weights(self, observed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Each image's weight, [N], whose batch mean gives the objective: f for the labelled
+        mean, 1 − f for the unlabelled one (all of it to a group alone in its batch;
+        divide_no_nan keeps an empty group at 0), and the batch size."""
+        size = tf.cast(tf.shape(observed)[0], tf.float32)
+        num_observed = tf.reduce_sum(tf.cast(observed, tf.float32))
+        num_hidden = size - num_observed
+        share = tf.where(num_hidden == 0, 1.0, tf.where(num_observed == 0, 0.0, self.labeled_fraction))
+        weight = tf.where(observed, tf.math.divide_no_nan(share * size, num_observed),
+                          tf.math.divide_no_nan((1.0 - share) * size, num_hidden))
+        return weight, size
 
     @staticmethod
     def _known(labels: tf.Tensor) -> tf.Tensor:
@@ -173,20 +221,15 @@ class SemiSupervisedCVAE(CVAE):
         cross_entropy = -label_posterior.log_prob(y)
         correct = tf.cast(tf.equal(tf.argmax(label_posterior.logits, axis=1, output_type=tf.int32), y), tf.float32)
 
-        # Weights whose batch mean gives the objective: f for the labelled mean, 1 − f for the
-        # unlabelled one (all of it to a group alone in its batch); divide_no_nan keeps empty groups at 0.
-        size = tf.cast(tf.shape(rows)[0], tf.float32)
-        num_observed = tf.reduce_sum(tf.cast(observed, tf.float32))
-        num_hidden, num_known = size - num_observed, tf.reduce_sum(tf.cast(known, tf.float32))
-        share = tf.where(num_hidden == 0, 1.0, tf.where(num_observed == 0, 0.0, self.labeled_fraction))
-        weight = tf.where(observed, tf.math.divide_no_nan(share * size, num_observed),
-                          tf.math.divide_no_nan((1.0 - share) * size, num_hidden))
-
+        weight, size = self._batch_weights(observed)
+        num_known = tf.reduce_sum(tf.cast(known, tf.float32))
         elbo, reconstruction = weight * elbo, weight * reconstruction
         kl = -elbo - reconstruction  # the rate: KL of z, and of y where it is summed out (or −log p(y))
-        classification = self.classifier_weight * tf.where(observed, weight, 0.0) * cross_entropy
+        loss = reconstruction + self.beta * self.kl_weight * kl
+        if self.classifier_step == "joint":
+            loss += self._weighted(cross_entropy, observed, weight)
         return {
-            "loss": reconstruction + self.beta * self.kl_weight * kl + classification,
+            "loss": loss,
             "reconstruction_loss": reconstruction,
             "kl_loss": kl,
             "elbo": elbo,
