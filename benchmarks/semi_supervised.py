@@ -51,6 +51,8 @@ def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, s
     config.data.labeled, config.data.validation_labels = labeled, args.validation_labels
     if args.classifier_weight is not None:
         config.model.classifier_weight = args.classifier_weight
+    if args.classifier_step is not None:
+        config.model.classifier_step = args.classifier_step
     config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
     config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
     config.train.export = str(scratch / f"export-{labeled}-{seed}")
@@ -166,11 +168,12 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
     recipe = (f"{', '.join(map(str, m.resolved_hidden_units()))} {m.activation} units, z = {m.latent_dim}, Adam "
               f"{t.learning_rate:g}, batch {t.batch_size}")
     weight = m.classifier_weight if args.classifier_weight is None else args.classifier_weight
+    step = m.classifier_step if args.classifier_step is None else args.classifier_step
     lines = [
         f"# Semi-supervised M2 on {args.dataset}: test accuracy of q(y | x) against the labels alone",
         "",
         f"M2 (`--task semi_supervised`, recipe `{Path(args.recipe).name}`: {recipe}; classifier weight "
-        f"{weight:g} per labelled image, the class as a plain one-hot) for about {args.steps:,} "
+        f"{weight:g} per labelled image, classifier step {step}, the class as a plain one-hot) for about {args.steps:,} "
         "steps, the epoch kept whose q(y | x) is most accurate on the labelled validation images; against the "
         "same classifier network trained on the labels alone for the same steps, its epoch chosen on the same "
         "images. Last-epoch and best-validation test accuracies; mean ± std over the draws of the labelled "
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25000, help="about this many train steps per run")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pyro_m2.toml"))
     parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
+    parser.add_argument("--classifier-step", choices=("joint", "separate"), help="instead of the recipe's")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
@@ -229,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     from keras_cvae.recipes import load_recipe
 
     settings = {"dataset": args.dataset, "steps": args.steps, "recipe": load_recipe(args.recipe).record(),
-                "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels}
+                "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels,
+                "classifier_step": args.classifier_step}
     earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
         else {}
     runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
