@@ -75,8 +75,11 @@ class PixelLikelihood(keras.layers.Layer):
         raise NotImplementedError
 
     def _channels(self, outputs: tf.Tensor, index: int) -> tf.Tensor:
-        """The `index`-th group of C channels of the decoder's outputs, in float32."""
+        """The `index`-th group of C channels of the decoder's outputs, in float32; the outputs
+        themselves when they are that one group (a slice would copy them)."""
         channels = self.image_shape[-1]
+        if index == 0 and outputs.shape[-1] == channels:
+            return tf.cast(outputs, tf.float32)
         return tf.cast(outputs[..., index * channels:(index + 1) * channels], tf.float32)
 
 
