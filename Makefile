@@ -26,7 +26,7 @@ data:
 	else echo "apt-get not found: pass --data-dir to train.py (see README)"; fi
 
 train: setup
-	$(BIN)/python train.py --dataset fashion_mnist --epochs $(EPOCHS)
+	$(BIN)/python train.py --recipe recipes/default.toml --epochs $(EPOCHS)
 
 test: setup
 	$(BIN)/ruff check .
