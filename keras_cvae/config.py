@@ -220,7 +220,7 @@ class ModelConfig:
         parse=float, used_when=(lambda c: _has_kl(c) and not _semi_supervised(c),
                                 "`objective` baseline or gsnn (no KL term) or `task` semi_supervised"))
     classifier_weight: float = setting(
-        200.0, "for `task` semi_supervised: weight of −log q(y|x) on a labelled image, relative to its own bound "
+        1000.0, "for `task` semi_supervised: weight of −log q(y|x) on a labelled image, relative to its own bound "
         "(Kingma et al.'s α = 0.1·N is 0.1·N/`labeled`, 54 for 100 of 54,000; Pyro's 46)", parse=float,
         used_when=(_semi_supervised, "`task` classes or completion"))
     initializer: str = setting("glorot_uniform", "the built-in networks' dense weights: glorot_uniform (Keras's) or "
