@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_cvae.config import RunConfig
     from keras_cvae.data import binarize, load_configured
-    from keras_cvae.evaluation.classifier import judge_cache_path, reference_classifier
+    from keras_cvae.evaluation.classifier import judge_at, judge_cache_path
     from keras_cvae.evaluation.sample_quality import frechet_distance
     from keras_cvae.tasks import EvaluationOptions, get_task
     from keras_cvae.training import train
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     base = RunConfig()
     base.data.dataset, base.data.data_dir, base.data.binarize = args.dataset, args.data_dir, "dynamic"
     dataset = load_configured(base.data)
-    judge = reference_classifier(dataset, args.dataset)
-    judge_name = judge_cache_path(dataset, args.dataset).name
+    judge_stem = judge_cache_path(dataset, args.dataset)
+    judge, judge_name = judge_at(judge_stem, dataset, args.dataset), judge_stem.name
     # Like with like: training images binarized once (seed 1) against the binarized test set.
     train_images = binarize(dataset.x_train[:len(dataset.x_test)], seed=1)
     train_vs_test = frechet_distance(judge.features(train_images.astype("float32") / 255.0),

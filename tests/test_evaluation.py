@@ -311,7 +311,8 @@ def test_likelihood_only_evaluation_never_asks_for_the_judge(trained, small_fash
     def no_judge(*args, **kwargs):
         raise AssertionError("the reference classifier was asked for")
 
-    monkeypatch.setattr(classes, "reference_classifier", no_judge)
+    monkeypatch.setattr(classes, "judge_at", no_judge)
+    monkeypatch.setattr(classes, "judge_cache_path", no_judge)
     options = EvaluationOptions(dataset_name="fashion_mnist", model_name="run", iw_samples=3, limit=60, judge=False)
     metrics = get_task("classes").evaluate(load(locate(trained / "run")), load_dataset("fashion_mnist", small_fashion),
                                            tmp_path, options)

@@ -213,7 +213,12 @@ def reference_classifier(dataset: LoadedDataset, name: str, directory: Path | No
                          recipe: JudgeRecipe = RECIPE) -> ReferenceClassifier:
     """The cached judge for `dataset` (`judge_cache_path`), training it first if needed (about
     a minute for Fashion-MNIST's 60,000 images on 2 CPU cores)."""
-    stem = judge_cache_path(dataset, name, directory, recipe)
+    return judge_at(judge_cache_path(dataset, name, directory, recipe), dataset, name, recipe)
+
+
+def judge_at(stem: Path, dataset: LoadedDataset, name: str, recipe: JudgeRecipe = RECIPE) -> ReferenceClassifier:
+    """`reference_classifier` for a cache path already made by `judge_cache_path` (which hashes
+    the data): loaded from `stem` if cached, else trained and cached there."""
     weights, meta = stem.with_suffix(".keras"), stem.with_suffix(".json")
     conditions = tuple(dataset.conditions)
     if is_judge_cached(stem):

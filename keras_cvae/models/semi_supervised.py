@@ -183,9 +183,8 @@ class SemiSupervisedCVAE(CVAE):
     def _classification_terms(self, images: tf.Tensor, labels: tf.Tensor, training: bool) -> tf.Tensor:
         """w · (the labelled images' batch weight) · −log q(y | x) per image, [N]: the
         classification term of `_terms`, alone."""
-        rows = tf.reshape(tf.cast(labels, tf.float32), [tf.shape(images)[0], -1])[:, 0]
-        observed = rows >= 0
-        cross_entropy = -self.label_posterior(images, training=training).log_prob(tf.cast(tf.maximum(rows, 0.0), tf.int32))
+        observed, y = self._known(labels), self._class_indices(labels)
+        cross_entropy = -self.label_posterior(images, training=training).log_prob(y)
         return self._weighted(cross_entropy, observed, self._batch_weights(observed)[0])
 
     def _weighted(self, cross_entropy: tf.Tensor, observed: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
@@ -205,13 +204,19 @@ class SemiSupervisedCVAE(CVAE):
         return weight, size
 
     @staticmethod
-    def _known(labels: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(tf.cast(labels, tf.float32), [tf.shape(labels)[0], -1])[:, 0] >= 0
+    def _rows(labels: tf.Tensor) -> tf.Tensor:
+        """The class column of condition rows, [N] (−1 where the label is missing)."""
+        return tf.reshape(tf.cast(labels, tf.float32), [tf.shape(labels)[0], -1])[:, 0]
+
+    def _known(self, labels: tf.Tensor) -> tf.Tensor:
+        return self._rows(labels) >= 0
+
+    def _class_indices(self, labels: tf.Tensor) -> tf.Tensor:
+        """The class of each row, [N] int32 (0 where it is missing; only known ones are used)."""
+        return tf.cast(tf.maximum(self._rows(labels), 0.0), tf.int32)
 
     def _terms(self, images: tf.Tensor, labels: tf.Tensor, observed: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-        rows = tf.reshape(tf.cast(labels, tf.float32), [tf.shape(images)[0], -1])[:, 0]
-        known = rows >= 0
-        y = tf.cast(tf.maximum(rows, 0.0), tf.int32)
+        known, y = self._known(labels), self._class_indices(labels)
         label_posterior = self.label_posterior(images, training=training)
         per_class = self.per_class_terms(images, training=training)
         own_class = tf.one_hot(y, self.num_classes)

@@ -19,7 +19,7 @@ from keras_cvae.conditions import CATEGORICAL, Condition, first_categorical, row
 from keras_cvae.config import RunConfig
 from keras_cvae.data import LoadedDataset
 from keras_cvae.errors import DataError, UsageError
-from keras_cvae.evaluation.classifier import is_judge_cached, judge_cache_path, reference_classifier
+from keras_cvae.evaluation.classifier import is_judge_cached, judge_at, judge_cache_path
 from keras_cvae.evaluation.estimators import (
     ACTIVE_UNIT_THRESHOLD,
     ClassModel,
@@ -248,8 +248,9 @@ class ClassesTask(Task):
                              f"{dataset.source}'s; evaluate on the data the model was trained on")
         x_test = dataset.x_test[:options.limit].astype(np.float32) / 255.0
         y_test = dataset.y_test[:options.limit]
-        print(self.plan(backend, dataset, options, len(x_test), samples_per_class), flush=True)
-        judge = reference_classifier(dataset, options.dataset_name) if options.judge else None
+        stem = judge_cache_path(dataset, options.dataset_name) if options.judge else None
+        print(self.plan(backend, stem, len(x_test), samples_per_class, options.iw_samples), flush=True)
+        judge = judge_at(stem, dataset, options.dataset_name) if stem is not None else None
         rng = np.random.default_rng(options.seed)
 
         terms, log_px = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
@@ -297,14 +298,15 @@ class ClassesTask(Task):
         return metrics
 
     @staticmethod
-    def plan(backend: ClassModel, dataset: LoadedDataset, options: EvaluationOptions, test_images: int,
-             samples_per_class: int) -> str:
+    def plan(backend: ClassModel, judge_stem: Path | None, test_images: int, samples_per_class: int,
+             iw_samples: int) -> str:
         """What `evaluate` will compute, in order, said before it starts: the likelihoods, and
-        whether the judge is loaded from its cache or trained first (and where it is cached)."""
+        whether the judge (`judge_stem`, its cache path; None: no judge) is loaded from its cache
+        or trained first."""
         steps = [f"the test ELBO of {test_images:,} test images",
-                 f"their importance-weighted NLL with K={options.iw_samples:,} draws each"]
-        if options.judge:
-            stem = judge_cache_path(dataset, options.dataset_name)
+                 f"their importance-weighted NLL with K={iw_samples:,} draws each"]
+        if judge_stem is not None:
+            stem = judge_stem
             steps.append(f"the judge, loaded from {stem}.keras" if is_judge_cached(stem) else
                          f"the judge, trained first (about a minute for 60,000 28×28 images on 2 CPU cores) and "
                          f"cached as {stem}.keras")

@@ -77,7 +77,7 @@ class SemiSupervisedTask(ClassesTask):
             raise UsageError(f"`task` semi_supervised needs one categorical condition (the class); {dataset.source} has "
                              f"{', '.join(c.name for c in conditions) or 'none'}: pick one with `conditions` NAME")
         num_classes, labeled = len(conditions[0].values), config.data.labeled
-        _, y_train = training_split(config, dataset)
+        (_, y_train), (_, y_val) = split_training_set(dataset.x_train, dataset.y_train, config.data)
         num_train = len(y_train)
         if labeled < num_classes:
             raise UsageError(f"`labeled` {labeled} is fewer than the {num_classes} classes; every class needs a label")
@@ -87,7 +87,6 @@ class SemiSupervisedTask(ClassesTask):
         select_labeled(y_train, labeled, conditions[0].values, config.train.seed)
         wanted = config.data.validation_labels
         if wanted is not None:
-            y_val = split_training_set(dataset.x_train, dataset.y_train, config.data)[1][1]
             if not num_classes <= wanted <= len(y_val):
                 raise UsageError(f"`validation_labels` {wanted} must be between the {num_classes} classes and the "
                                  f"{len(y_val)} validation images")
