@@ -16,7 +16,8 @@ Point by point, as their code does it:
   training batch (dynamic binarization);
 - early stopping on the β = 1 validation loss, the patience counted only after the warm-up, the
   best epoch's weights kept; with a patience at least --epochs it only keeps the best epoch;
-- the test NLL: for each test image K = 5,000 draws of z in one batch, −log (1/K) Σ exp(−loss_k).
+- the test NLL: for each test image K = 5,000 draws of z in one batch, −log (1/K) Σ exp(−loss_k)
+  (the encoder once per image, not on K copies of it: the same q(z | x) at a K-th of the cost).
 
 The data come from --data, an .npz with `train` (grey, [N, 784] in [0, 1]), `validation` and
 `test` (binarized, {0, 1}), so that both implementations see the same split and the same test
@@ -61,10 +62,18 @@ class PortVAE(nn.Module):
             if isinstance(module, nn.Linear):
                 module.weight.data.normal_(0.0, math.sqrt(2.0 / module.in_features))
 
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x)'s mean and its log-variance, bounded to [−6, 2]."""
+        h = self.encoder(x)
+        return self.z_mean(h), torch.clamp(self.z_log_var(h), -6.0, 2.0)
+
     def losses(self, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per image: the loss −log p(x|z) + β·KL, the reconstruction log p(x|z) and the KL estimate."""
-        h = self.encoder(x)
-        mean, log_var = self.z_mean(h), torch.clamp(self.z_log_var(h), -6.0, 2.0)
+        return self.losses_at(x, *self.posterior(x), beta)
+
+    def losses_at(self, x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor,
+                  beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`losses` for one draw of z per row of `mean`, given q(z | x); x broadcasts against the rows."""
         z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
         probs = torch.clamp(torch.sigmoid(self.x_mean(self.decoder(z))), MIN_PROB, 1.0 - MIN_PROB)
         reconstruction = torch.sum(x * torch.log(probs) + (1.0 - x) * torch.log(1.0 - probs), dim=1)
@@ -105,11 +114,16 @@ def mean_loss(model: PortVAE, images: torch.Tensor, batch: int = 1000) -> float:
 
 
 def test_nll(model: PortVAE, images: torch.Tensor, draws: int) -> float:
-    """−mean log (1/K) Σ_k exp(−loss_k): K draws of z for each image in one batch."""
+    """−mean log (1/K) Σ_k exp(−loss_k): K draws of z for each image in one batch.
+
+    Their code runs the encoder on K copies of the image; here it runs once and its output is
+    repeated, which gives the same q(z | x) for a K-th of the cost.
+    """
     values = []
     with torch.no_grad():
         for image in images:
-            losses = model.losses(image.expand(draws, PIXELS))[0].double()
+            mean, log_var = model.posterior(image[None])
+            losses = model.losses_at(image[None], mean.expand(draws, LATENT), log_var.expand(draws, LATENT))[0].double()
             values.append(float(torch.logsumexp(-losses, dim=0)) - math.log(draws))
     return -float(np.mean(values))
 
