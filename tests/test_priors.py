@@ -179,6 +179,11 @@ def test_a_mixture_mixes_its_own_class_components_with_weights_summing_to_one(na
         expected = tf.reduce_logsumexp(per_component, axis=1) - np.log(6.0)
         np.testing.assert_allclose(prior.log_prob(z, condition_vectors(5, 3, label)), expected, rtol=1e-5)
     assert not np.allclose(prior.log_prob(z, condition_vectors(5, 3, 0)), prior.log_prob(z, condition_vectors(5, 3, 2)))
+    # Leading draws [K, N, L] against rows of mixed classes, as the importance weights ask: the
+    # library's mixture, row by row.
+    draws = tf.constant(np.random.default_rng(5).normal(scale=2.0, size=(4, 3, 2)).astype("float32"))
+    mixed = tf.concat([condition_vectors(1, 3, label) for label in (2, 0, 1)], axis=0)
+    np.testing.assert_allclose(prior.log_prob(draws, mixed), prior.distribution(mixed).log_prob(draws), rtol=1e-5)
 
 
 def test_the_vamp_prior_is_its_encoder_at_the_pseudo_inputs():
