@@ -64,22 +64,11 @@ def shared_data(args: argparse.Namespace, scratch: Path):
 
 
 def keras_run(args: argparse.Namespace, seed: int, dataset, scratch: Path) -> dict:
-    import keras
     import numpy as np
+    from timing import EpochTimer
 
     from keras_cvae.evaluation.estimators import KerasBackend, iw_log_likelihood
     from keras_cvae.training import train
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.start)
 
     timer = EpochTimer()
     result = train(recipe_config(args, seed, scratch), dataset, scratch / f"run-{seed}", callbacks=[timer])
@@ -89,7 +78,7 @@ def keras_run(args: argparse.Namespace, seed: int, dataset, scratch: Path) -> di
     log_px = iw_log_likelihood(KerasBackend(result.model), x_test, dataset.y_test[:args.test_limit], args.iw_samples,
                                np.random.default_rng(seed))
     return {"test_nll": -float(np.mean(log_px)), "best_epoch": int(best["epoch"]), "epochs": len(result.history),
-            "seconds_per_epoch": float(np.mean(timer.seconds[1:] or timer.seconds)),
+            "seconds_per_epoch": timer.steady_seconds(),
             "evaluate_seconds": time.perf_counter() - start}
 
 
