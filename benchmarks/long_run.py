@@ -1,7 +1,9 @@
 """A recipe's full protocol (warm-up, early stopping, epoch cap), its test NLL at milestone epochs.
 
-    python benchmarks/long_run.py --recipe recipes/exemplar_vae.toml --output benchmarks/results/long_run/exemplar_vae
-    python benchmarks/long_run.py --recipe recipes/vampprior.toml --output benchmarks/results/long_run/vampprior
+    python benchmarks/long_run.py --recipe recipes/exemplar_vae.toml \\
+        --run-dir benchmarks/results/long_run/exemplar_vae/run --output benchmarks/results/long_run/exemplar_vae
+    python benchmarks/long_run.py --recipe recipes/vampprior.toml \\
+        --run-dir benchmarks/results/long_run/vampprior/run --output benchmarks/results/long_run/vampprior
     python benchmarks/long_run.py --recipe recipes/exemplar_vae.toml --milestones 2 --epochs 3 --iw-samples 10 \\
         --test-limit 20 --run-dir /tmp/r --output /tmp/l   # a quick look
 
@@ -14,7 +16,9 @@ test NLL by importance sampling (K = --iw-samples, 5,000 as in Exemplar VAE and 
 Long runs outlast a session. Run the same command again and it goes on where it stopped: a stage
 resumes from the run dir's newest checkpoint (`train(..., resume=True)`, which also restores the
 early stopping's best epoch and patience), and a milestone already in --output's long_run.json is
-not measured again. The training hours are the sum of the epochs' wall times, which
+not measured again. A run dir under benchmarks/results/ travels with the repository when its
+config.json, history.csv and its newest and best checkpoints are committed (its samples/ are
+ignored), so a fresh clone resumes it too. The training hours are the sum of the epochs' wall times, which
 --output/epoch_seconds.json keeps across sessions. Writes long_run.json and long_run.md to
 --output after every milestone.
 """
@@ -44,13 +48,23 @@ PUBLISHED = {
 }
 
 
-def stage_config(args: argparse.Namespace, epochs: int):
+def stage_config(args: argparse.Namespace, epochs: int | None = None):
+    """The recipe's run config with --seed and the run dir's export; trained up to `epochs`
+    (default: the recipe's own epoch cap)."""
     from keras_cvae.recipes import load_recipe
 
     config = load_recipe(args.recipe).config()
-    config.train.epochs, config.train.seed = epochs, args.seed
+    config.train.epochs = config.train.epochs if epochs is None else epochs
+    config.train.seed = args.seed
     config.train.export = str(Path(args.run_dir) / "export")
     return config
+
+
+def stages(args: argparse.Namespace, milestones: list[int], recipe) -> list[int]:
+    """The epochs each stage trains up to: the milestones below the epoch cap (--epochs, else
+    the recipe's own `epochs`), then the cap."""
+    cap = args.epochs or recipe.train.epochs
+    return [m for m in milestones if m < cap] + [cap]
 
 
 def best_row(history: list[dict], warmup_epochs: int) -> dict:
@@ -120,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     from keras_cvae.training import train
 
     try:
-        recipe = stage_config(args, 1)
+        recipe = stage_config(args)
     except (ConfigError, OSError) as error:
         parser.error(f"--recipe: {error}")
-    cap = args.epochs or recipe.train.epochs
-    stages = [m for m in milestones if m < cap] + [cap]
+    plan = stages(args, milestones, recipe)
+    cap = plan[-1]
     dataset = load_configured(recipe.data)
     x_test = dataset.x_test[:args.test_limit].astype(np.float32) / 255.0
     y_test = dataset.y_test[:args.test_limit]
@@ -137,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = earlier.get("milestones", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
     timer = EpochTimer(output / "epoch_seconds.json")
     print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test NLL "
-          f"(K = {args.iw_samples:,}, {len(x_test):,} images) after epochs {', '.join(map(str, stages))} "
+          f"(K = {args.iw_samples:,}, {len(x_test):,} images) after epochs {', '.join(map(str, plan))} "
           "or where early stopping ends it.", flush=True)
-    for stage in stages:
+    for stage in plan:
         if rows and (rows[-1]["stopped"] or rows[-1]["epochs"] >= stage):
             print(f"== epoch {stage:,}: kept from {output / 'long_run.json'}", flush=True)
             if rows[-1]["stopped"]:

@@ -1,4 +1,5 @@
-"""benchmarks/train_speed.py's bookkeeping: step times, pauses and ratios from known timings."""
+"""The benchmarks' bookkeeping: train_speed.py's step times, pauses and ratios from known timings;
+long_run.py's stages."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import pytest
 from conftest import REPO_ROOT
 
 
-@pytest.fixture(scope="module")
-def train_speed():
-    spec = importlib.util.spec_from_file_location("train_speed", REPO_ROOT / "benchmarks" / "train_speed.py")
+def benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def train_speed():
+    return benchmark("train_speed")
 
 
 def step_log(train_speed, epochs: list[list[tuple[int, float]]]):
@@ -79,3 +84,15 @@ def test_results_are_written_atomically(train_speed, tmp_path):
     with pytest.raises(TypeError):
         train_speed.write_results(tmp_path, {"bad": object()}, "| new table |\n")  # not JSON-serialisable
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+
+
+def test_a_long_run_trains_to_the_recipes_epoch_cap_through_its_milestones():
+    long_run = benchmark("long_run")
+    args = argparse.Namespace(recipe=str(REPO_ROOT / "recipes" / "exemplar_vae.toml"), seed=3, epochs=None,
+                              run_dir="/tmp/unused")
+    recipe = long_run.stage_config(args)
+    assert (recipe.train.epochs, recipe.train.seed) == (2000, 3)
+    assert long_run.stage_config(args, 200).train.epochs == 200
+    assert long_run.stages(args, [100, 200, 500], recipe) == [100, 200, 500, 2000]
+    args.epochs = 150
+    assert long_run.stages(args, [100, 200, 500], recipe) == [100, 150]
