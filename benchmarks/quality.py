@@ -50,13 +50,16 @@ LITERATURE = {
 
 
 def machine() -> str:
-    """The machine the runs were measured on, in words."""
+    """The machine the runs were measured on, in words: the cores this process may run on."""
     import platform
 
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
              if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{os.cpu_count()} CPU cores ({names[0] if names else platform.machine()}), no GPU used"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = f"{usable} CPU cores" if usable == os.cpu_count() else \
+        f"{usable} of the {os.cpu_count()} CPU cores (pinned with taskset)"
+    return f"{cores} ({names[0] if names else platform.machine()}), no GPU used"
 
 
 def spread(values: list[float], digits: int = 2) -> str:

@@ -18,8 +18,9 @@ of steps, on batches as large as M2's labelled share of a batch; its epoch is ch
 validation labels. Both wall times are reported.
 
 Writes semi_supervised.json ({"<N>": {"m2": mean best-validation test accuracy, "baseline": the
-same for the labels-only classifier, "runs": […]}}, with the settings) and semi_supervised.md to
---output after every run. A run (N, seed) already in semi_supervised.json with the same settings
+same for the labels-only classifier, "runs": […]}}, with the settings; each run keeps both
+validation-accuracy curves over steps), semi_supervised.md and accuracy_curve.png to --output
+after every run. A run (N, seed) already in semi_supervised.json with the same settings
 is kept, not repeated: an interrupted benchmark goes on where it stopped.
 """
 
@@ -110,16 +111,18 @@ def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation,
     def predict(x):
         return classifier.predict(x, batch_size=1000, verbose=0)
 
-    start, best, best_weights = time.perf_counter(), -1.0, None
-    for _ in range(epochs):
+    start, best, best_weights, curve = time.perf_counter(), -1.0, None, []
+    for epoch in range(1, epochs + 1):
         classifier.fit(data, steps_per_epoch=per_epoch, epochs=1, verbose=0)
         score = accuracy(predict, *validation)
+        curve.append([epoch * per_epoch, score])
         if score > best:
             best, best_weights = score, classifier.get_weights()
     seconds = time.perf_counter() - start
     last = accuracy(predict, *test)
     classifier.set_weights(best_weights)
-    return {"last": last, "best": accuracy(predict, *test), "validation": best, "minutes": seconds / 60}
+    return {"last": last, "best": accuracy(predict, *test), "validation": best, "minutes": seconds / 60,
+            "curve": curve}
 
 
 def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict:
@@ -151,7 +154,32 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
             "m2_validation": float(best_row["val_accuracy"]), "m2_best_epoch": int(best_row["epoch"]),
             "m2_minutes": minutes, "baseline_last": baseline["last"], "baseline_best": baseline["best"],
             "baseline_validation": baseline["validation"], "baseline_minutes": baseline["minutes"],
-            "validation_labels": len(validation[1]), "command": " ".join(args.argv)}
+            "validation_labels": len(validation[1]), "command": " ".join(args.argv),
+            "m2_curve": [[row["epoch"] * per_epoch, float(row["val_accuracy"])] for row in result.history],
+            "baseline_curve": baseline["curve"]}
+
+
+def curve_figure(runs: list[dict], path: Path) -> None:
+    """Validation accuracy of q(y | x) against training steps, M2 (solid) and the labels-only
+    classifier (dashed), one colour per number of labels, one line per draw."""
+    from keras_cvae.plotting import plt, save_figure
+
+    drawn = [r for r in runs if "m2_curve" in r]
+    if not drawn:
+        return
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    colours = {n: f"C{i}" for i, n in enumerate(sorted({r["labeled"] for r in drawn}))}
+    for run in drawn:
+        for key, style, name in (("m2_curve", "-", "M2"), ("baseline_curve", "--", "labels only")):
+            steps, scores = zip(*run[key])
+            axis.plot(steps, scores, style, color=colours[run["labeled"]], linewidth=1,
+                      label=f"{name}, {run['labeled']} labels" if run["seed"] == min(
+                          r["seed"] for r in drawn if r["labeled"] == run["labeled"]) else None)
+    axis.set_xlabel("training steps")
+    axis.set_ylabel("validation accuracy of q(y | x)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
 
 
 def spread(values: list[float], digits: int = 3) -> str:
@@ -196,6 +224,9 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
             f"{spread([r['m2_best'] - r['baseline_best'] for r in mine])} | {mine[0]['validation_labels']} | "
             f"{mine[0]['steps']:,} | {spread([r['m2_minutes'] for r in mine], 1)} / "
             f"{spread([r['baseline_minutes'] for r in mine], 1)} |")
+    if any("m2_curve" in r for r in runs):
+        lines += ["", "![Validation accuracy of q(y | x) against steps: M2 solid, the labels-only classifier "
+                  "dashed, one line per draw](accuracy_curve.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(output / "semi_supervised.json",
                               json.dumps({**summary, **settings, "runs": runs}, indent=2) + "\n")
             atomic_write_text(output / "semi_supervised.md", markdown(runs, args))
+            curve_figure(runs, output / "accuracy_curve.png")
     print(markdown(runs, args) if runs else "no runs")
     return 0
 
