@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine, spread  # noqa: E402
+from quality import machine, machines, spread  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "exemplar_vae.toml"
 PORT = ROOT / "benchmarks" / "reference" / "exemplar_vae_port.py"
@@ -98,6 +98,11 @@ def port_run(args: argparse.Namespace, seed: int, data: Path, scratch: Path) -> 
     return {k: result[k] for k in ("test_nll", "best_epoch", "epochs", "seconds_per_epoch", "evaluate_seconds")}
 
 
+def run_name(run: dict) -> str:
+    """A run as the machine line names it."""
+    return f"{run['implementation']} seed {run['seed']}"
+
+
 def markdown(runs: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"# Exemplar VAE's standard-prior VAE: keras_cvae's recipe beside a PyTorch port, {args.epochs} epochs",
@@ -108,7 +113,7 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
         f"validation epoch kept; test NLL by importance sampling, K = {args.iw_samples:,}. Mean ± std over "
         f"{len({r['seed'] for r in runs})} seed(s). Command: `python benchmarks/literature.py {' '.join(args.argv)}`",
         "",
-        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
+        f"{machines(runs, run_name)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
         "| implementation | test NLL (nats) | best epoch | s per epoch | seeds |",
         "|---|---:|---:|---:|---:|",
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}, seed {seed}", flush=True)
             result = keras_run(args, seed, dataset, scratch) if name == "keras_cvae" else port_run(args, seed, data, scratch)
             runs.append({"implementation": name, "seed": seed, "test_images": len(dataset.x_test[:args.test_limit]),
-                         **result})
+                         "machine": machine(), **result})
             print(f"   test NLL {result['test_nll']:.2f}, {result['seconds_per_epoch']:.1f} s per epoch", flush=True)
             output.mkdir(parents=True, exist_ok=True)
             atomic_write_text(output / "literature.json", json.dumps({**settings, "runs": runs}, indent=2) + "\n")

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,6 +71,18 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
+def machines(runs: list[dict], name: Callable[[dict], str] = lambda run: f"{run['model']} seed {run['seed']}") -> str:
+    """The machines the runs were measured on (each run's "machine"), in words: one, or each
+    with the runs measured there, as `name` calls them."""
+    by_machine: dict[str, list[str]] = {}
+    for run in runs:
+        by_machine.setdefault(run.get("machine", "not recorded"), []).append(name(run))
+    if len(by_machine) == 1:
+        return f"Machine: {next(iter(by_machine))}."
+    return "Machines (the time columns compare only within one): " + "; ".join(
+        f"{name}: {', '.join(names)}" for name, names in by_machine.items()) + "."
+
+
 def markdown(result: dict, args: argparse.Namespace) -> str:
     runs = result["runs"]
     lines = [
@@ -80,7 +93,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"images; mean ± std over {len({r['seed'] for r in runs})} seed(s). Command(s): "
         + ", ".join(f"`python benchmarks/quality.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
-        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
+        f"{machines(runs)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
         "| model | settings | test NLL | test ELBO | active units | FID | train (min) | evaluate (min) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"model": name, "seed": seed, "command": " ".join(args.argv),
                          "nll": metrics["test_nll_iw"], "elbo": metrics["test_elbo"],
                          "active_units": metrics["active_units"], "fid": metrics["fid"], "kid": metrics["kid"],
-                         "judge": judge_name,
+                         "judge": judge_name, "machine": machine(),
                          "train_minutes": (trained - start) / 60, "evaluate_minutes": (time.perf_counter() - trained) / 60})
             print(f"   NLL {metrics['test_nll_iw']:.2f}, active units {metrics['active_units']}", flush=True)
             write_results(output, args, runs, settings, train_vs_test, judge_name)

@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import machine  # noqa: E402
+from quality import machine, machines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
             "m2_validation": float(best_row["val_accuracy"]), "m2_best_epoch": int(best_row["epoch"]),
             "m2_minutes": minutes, "baseline_last": baseline["last"], "baseline_best": baseline["best"],
             "baseline_validation": baseline["validation"], "baseline_minutes": baseline["minutes"],
-            "validation_labels": len(validation[1]), "command": " ".join(args.argv),
+            "validation_labels": len(validation[1]), "command": " ".join(args.argv), "machine": machine(),
             "m2_curve": [[row["epoch"] * per_epoch, float(row["val_accuracy"])] for row in result.history],
             "baseline_curve": baseline["curve"]}
 
@@ -188,6 +188,11 @@ def spread(values: list[float], digits: int = 3) -> str:
     return f"{values[0]:.{digits}f}" if len(values) == 1 else f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
+def run_name(run: dict) -> str:
+    """A run as the machine line names it."""
+    return f"{run['labeled']} labels draw {run['seed']}"
+
+
 def markdown(runs: list[dict], args: argparse.Namespace) -> str:
     from keras_cvae.recipes import load_recipe
 
@@ -208,7 +213,7 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
         "images (seeds). Command(s): "
         + ", ".join(f"`python benchmarks/semi_supervised.py {c}`" for c in dict.fromkeys(r["command"] for r in runs)),
         "",
-        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
+        f"{machines(runs, run_name)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
         "| labels | draws | M2, best validation (its validation accuracy) | M2, last epoch | labels only, best "
         "validation | labels only, last | M2 − labels only (best validation) | validation labels | steps | "

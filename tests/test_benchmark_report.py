@@ -1,5 +1,5 @@
 """The benchmarks' bookkeeping: train_speed.py's step times, pauses and ratios from known timings;
-long_run.py's stages."""
+long_run.py's stages; the machine line."""
 
 from __future__ import annotations
 
@@ -96,3 +96,12 @@ def test_a_long_run_trains_to_the_recipes_epoch_cap_through_its_milestones():
     assert long_run.stages(args, [100, 200, 500], recipe) == [100, 200, 500, 2000]
     args.epochs = 150
     assert long_run.stages(args, [100, 200, 500], recipe) == [100, 150]
+
+
+def test_the_machine_line_names_each_machine_with_its_runs():
+    quality = benchmark("quality")
+    runs = [{"model": "vae", "seed": 0, "machine": "A"}, {"model": "vae", "seed": 1, "machine": "A"}]
+    assert quality.machines(runs) == "Machine: A."
+    runs += [{"model": "cvae", "seed": 0, "machine": "B"}, {"model": "cvae", "seed": 1}]
+    assert quality.machines(runs) == ("Machines (the time columns compare only within one): A: vae seed 0, "
+                                      "vae seed 1; B: cvae seed 0; not recorded: cvae seed 1.")
