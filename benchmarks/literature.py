@@ -3,6 +3,8 @@
     python -m venv .venv-reference && .venv-reference/bin/pip install -r benchmarks/reference/requirements.txt
     python benchmarks/literature.py --epochs 50 --repeats 3 --output benchmarks/results/literature
     python benchmarks/literature.py --epochs 1 --repeats 1 --iw-samples 100 --test-limit 200 --output /tmp/l   # a quick look
+    taskset -c 1 python benchmarks/literature.py --epochs 5 --repeats 3 --iw-samples 100 --test-limit 500 \\
+        --output benchmarks/results/literature_speed   # seconds per epoch, both on one core, taking turns
 
 For each seed, trains recipes/exemplar_vae.toml with keras_cvae and benchmarks/reference/
 exemplar_vae_port.py with PyTorch (in its own environment, --reference-python) for --epochs
