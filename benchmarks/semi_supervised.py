@@ -20,8 +20,10 @@ validation labels. Both wall times are reported.
 Writes semi_supervised.json ({"<N>": {"m2": mean best-validation test accuracy, "baseline": the
 same for the labels-only classifier, "runs": […]}}, with the settings; each run keeps both
 validation-accuracy curves over steps), semi_supervised.md and accuracy_curve.png to --output
-after every run. A run (N, seed) already in semi_supervised.json with the same settings
-is kept, not repeated: an interrupted benchmark goes on where it stopped.
+after every run. A run (N, seed) already in semi_supervised.json with the same settings is kept,
+not repeated. An M2 run left unfinished in --output/run-m2-<N>-<seed>/ resumes from its newest
+checkpoint, its wall time summed over sessions; committed (config.json, history.csv,
+epoch_seconds.json, checkpoints/), it resumes from a fresh clone too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -125,8 +128,15 @@ def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation,
             "curve": curve}
 
 
+def m2_run_dir(args: argparse.Namespace, labeled: int, seed: int) -> Path:
+    return Path(args.output) / f"run-m2-{labeled}-{seed}"
+
+
 def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict:
+    """M2 trained into `m2_run_dir` (resumed if an earlier call left it unfinished, removed once
+    the run is recorded), then the labels-only baseline at the same steps."""
     import keras
+    from timing import EpochTimer
 
     from keras_cvae.evaluation.estimators import KerasBackend, classify
     from keras_cvae.run_dir import RunDir
@@ -136,10 +146,10 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
     per_epoch = steps_per_epoch(probe, dataset)
     epochs = max(1, round(args.steps / per_epoch))
     config = run_config(args, labeled, seed, epochs, scratch)
-    run_dir = RunDir(scratch / f"run-{labeled}-{seed}")
-    start = time.perf_counter()
-    result = train(config, dataset, run_dir)
-    minutes = (time.perf_counter() - start) / 60
+    run_dir = RunDir(m2_run_dir(args, labeled, seed))
+    timer = EpochTimer(run_dir.path / "epoch_seconds.json")
+    result = train(config, dataset, run_dir, resume=True, callbacks=[timer])
+    minutes = sum(timer.seconds[e] for e in range(1, len(result.history) + 1) if e in timer.seconds) / 60
     best_row = max(result.history, key=lambda row: row["val_accuracy"])
     last_model = keras.saving.load_model(run_dir.checkpoint_path(len(result.history)))
 
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                               json.dumps({**summary, **settings, "runs": runs}, indent=2) + "\n")
             atomic_write_text(output / "semi_supervised.md", markdown(runs, args))
             curve_figure(runs, output / "accuracy_curve.png")
+            shutil.rmtree(m2_run_dir(args, labeled, seed))
     print(markdown(runs, args) if runs else "no runs")
     return 0
 
