@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         log_px = iw_log_likelihood(KerasBackend(result.model), x_test, y_test, args.iw_samples,
                                    np.random.default_rng(args.seed))
-        trained = [timer.seconds[e] for e in range(1, epochs + 1) if e in timer.seconds]
+        trained = timer.first_epochs(epochs)
         rows.append({"epochs": epochs, "stopped": epochs < stage, "best_epoch": int(best["epoch"]),
                      "best_val_elbo": float(best["val_elbo"]), "test_nll": -float(np.mean(log_px)),
                      "train_hours": sum(trained) / 3600, "seconds_per_epoch": float(np.median(trained)),

@@ -129,6 +129,7 @@ def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation,
 
 
 def m2_run_dir(args: argparse.Namespace, labeled: int, seed: int) -> Path:
+    """Where M2 trains for N = `labeled`, draw `seed`, until the run is recorded."""
     return Path(args.output) / f"run-m2-{labeled}-{seed}"
 
 
@@ -149,7 +150,7 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
     run_dir = RunDir(m2_run_dir(args, labeled, seed))
     timer = EpochTimer(run_dir.path / "epoch_seconds.json")
     result = train(config, dataset, run_dir, resume=True, callbacks=[timer])
-    minutes = sum(timer.seconds[e] for e in range(1, len(result.history) + 1) if e in timer.seconds) / 60
+    minutes = sum(timer.first_epochs(len(result.history))) / 60
     best_row = max(result.history, key=lambda row: row["val_accuracy"])
     last_model = keras.saving.load_model(run_dir.checkpoint_path(len(result.history)))
 
@@ -179,12 +180,13 @@ def curve_figure(runs: list[dict], path: Path) -> None:
         return
     figure, axis = plt.subplots(figsize=(7, 4.5))
     colours = {n: f"C{i}" for i, n in enumerate(sorted({r["labeled"] for r in drawn}))}
+    named: set[int] = set()  # label counts already in the legend: one entry per count, not per draw
     for run in drawn:
         for key, style, name in (("m2_curve", "-", "M2"), ("baseline_curve", "--", "labels only")):
             steps, scores = zip(*run[key])
             axis.plot(steps, scores, style, color=colours[run["labeled"]], linewidth=1,
-                      label=f"{name}, {run['labeled']} labels" if run["seed"] == min(
-                          r["seed"] for r in drawn if r["labeled"] == run["labeled"]) else None)
+                      label=None if run["labeled"] in named else f"{name}, {run['labeled']} labels")
+        named.add(run["labeled"])
     axis.set_xlabel("training steps")
     axis.set_ylabel("validation accuracy of q(y | x)")
     axis.grid(alpha=0.3)

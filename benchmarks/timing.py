@@ -35,3 +35,8 @@ class EpochTimer(keras.callbacks.Callback):
         times = [self.seconds[k] for k in sorted(self.seconds)]
         rest = times[1:] or times
         return sum(rest) / len(rest)
+
+    def first_epochs(self, epochs: int) -> list[float]:
+        """The wall times of epochs 1 to `epochs` that it timed, in any session (a run resumed
+        after a later epoch's crash trains that epoch again, and its time is the new one)."""
+        return [self.seconds[e] for e in range(1, epochs + 1) if e in self.seconds]

@@ -1,5 +1,5 @@
 """The benchmarks' bookkeeping: train_speed.py's step times, pauses and ratios from known timings;
-long_run.py's stages; the machine line."""
+long_run.py's stages; the machine line; epoch times across sessions."""
 
 from __future__ import annotations
 
@@ -105,3 +105,11 @@ def test_the_machine_line_names_each_machine_with_its_runs():
     runs += [{"model": "cvae", "seed": 0, "machine": "B"}, {"model": "cvae", "seed": 1}]
     assert quality.machines(runs) == ("Machines (the time columns compare only within one): A: vae seed 0, "
                                       "vae seed 1; B: cvae seed 0; not recorded: cvae seed 1.")
+
+
+def test_epoch_times_kept_by_an_earlier_session_add_up_to_the_epochs_trained(tmp_path):
+    timing = benchmark("timing")
+    (tmp_path / "epoch_seconds.json").write_text('{"1": 2.0, "2": 3.0, "3": 4.0, "5": 9.0}')
+    timer = timing.EpochTimer(tmp_path / "epoch_seconds.json")
+    assert timer.first_epochs(3) == [2.0, 3.0, 4.0]
+    assert timer.first_epochs(5) == [2.0, 3.0, 4.0, 9.0]
