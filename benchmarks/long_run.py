@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine  # noqa: E402
+from quality import machine, machines  # noqa: E402
 
 # The published test NLL each recipe's protocol reproduces (Norouzi et al. 2020, Table 1,
 # dynamically binarized Fashion-MNIST, MLP).
@@ -74,6 +74,11 @@ def best_row(history: list[dict], warmup_epochs: int) -> dict:
     return max(scored, key=lambda row: row["val_elbo"]) if scored else history[-1]
 
 
+def stage_name(row: dict) -> str:
+    """A milestone's stage as the machine line names it: a long run's stages may run on several machines."""
+    return f"the stage to epoch {row['epochs']:,}"
+
+
 def markdown(result: dict, args: argparse.Namespace) -> str:
     label, published = PUBLISHED.get(Path(args.recipe).stem, (None, None))
     rows = result["milestones"]
@@ -87,7 +92,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         f"test images. Training hours are the sum of the epochs' wall times. Command: "
         f"`python benchmarks/long_run.py {' '.join(args.argv)}` (run again, it resumes).",
         "",
-        f"Machine: {machine()}. Written {datetime.datetime.now().date().isoformat()}.",
+        f"{machines(rows, stage_name)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
         "| epochs trained | best epoch | its validation −ELBO | test NLL (nats) | training hours | s per epoch |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"epochs": epochs, "stopped": epochs < stage, "best_epoch": int(best["epoch"]),
                      "best_val_elbo": float(best["val_elbo"]), "test_nll": -float(np.mean(log_px)),
                      "train_hours": sum(trained) / 3600, "seconds_per_epoch": float(np.median(trained)),
-                     "evaluate_minutes": (time.perf_counter() - start) / 60})
+                     "evaluate_minutes": (time.perf_counter() - start) / 60, "machine": machine()})
         print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test NLL {rows[-1]['test_nll']:.2f}", flush=True)
         atomic_write_text(output / "long_run.json", json.dumps({**settings, "milestones": rows}, indent=2) + "\n")
         atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args))
