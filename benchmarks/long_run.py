@@ -11,7 +11,9 @@ Trains --recipe with seed --seed into --run-dir (default runs/long/<recipe>-seed
 that end at the --milestones epochs (default 100, 200, 500) and then at the recipe's epoch cap
 (--epochs overrides it), or earlier where early stopping ends the run. After each stage it
 measures the best epoch so far, the one the run would export: its β = 1 validation ELBO and its
-test NLL by importance sampling (K = --iw-samples, 5,000 as in Exemplar VAE and VampPrior).
+test NLL by importance sampling (K = --iw-samples, 5,000 as in Exemplar VAE and VampPrior). A
+class-conditional recipe's figure is −log p(x | y), the class given; --unconditional names the
+long_run.json of the same protocol without the class, whose −log p(x) the report sets beside it.
 
 Long runs outlast a session. Run the same command again and it goes on where it stopped: a stage
 resumes from the run dir's newest checkpoint (`train(..., resume=True)`, which also restores the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -74,27 +77,49 @@ def best_row(history: list[dict], warmup_epochs: int) -> dict:
     return max(scored, key=lambda row: row["val_elbo"]) if scored else history[-1]
 
 
+PIPE = "\\|"  # a "|" inside a markdown table cell
+
+
+def measure(conditional: bool) -> str:
+    """What the test figure is: the class-conditional model's −log p(x | y) or a VAE's −log p(x)."""
+    return "−log p(x | y)" if conditional else "−log p(x)"
+
+
+def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
+    """The lines that set a CVAE's −log p(x | y) beside its VAE counterpart's −log p(x), with the ln 10
+    that knowing one of 10 equally likely classes can gain within one model."""
+    mine, theirs = result["milestones"], unconditional["milestones"]
+    gap = theirs[-1]["test_nll"] - mine[-1]["test_nll"]
+    return ["", f"The same protocol without the class (`{source}`) reached "
+            f"−log p(x) = {theirs[-1]['test_nll']:.2f} after {theirs[-1]['epochs']:,} epochs; minus this run's "
+            f"−log p(x | y) after {mine[-1]['epochs']:,} epochs, that is {gap:.2f} nats. Within one model with 10 equally "
+            f"likely classes, log p(x | y) − log p(x) = log p(y | x) + ln 10 ≤ ln 10 = {math.log(10):.2f}: "
+            "a gap above ln 10 means the class-conditional model is the better model of x as well, as the "
+            "mixture (1/10) Σ_y p(x | y)."]
+
+
 def stage_name(row: dict) -> str:
     """A milestone's stage as the machine line names it: a long run's stages may run on several machines."""
     return f"the stage to epoch {row['epochs']:,}"
 
 
-def markdown(result: dict, args: argparse.Namespace) -> str:
+def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None = None) -> str:
     label, published = PUBLISHED.get(Path(args.recipe).stem, (None, None))
     rows = result["milestones"]
+    figure = measure(result["conditional"])
     lines = [
         f"# The full protocol of `{Path(args.recipe).name}`, seed {args.seed}: test NLL as training goes on",
         "",
         f"Dynamically binarized Fashion-MNIST as the recipe states it (warm-up {result['kl_warmup']} epochs, "
         f"patience {result['patience']} epochs after it, at most {result['epoch_cap']:,} epochs); at each "
         f"milestone the best epoch so far, the one the run would export, is measured: its β = 1 validation "
-        f"−ELBO and its test NLL by importance sampling, K = {args.iw_samples:,}, on {result['test_images']:,} "
+        f"−ELBO and its test {figure} by importance sampling, K = {args.iw_samples:,}, on {result['test_images']:,} "
         f"test images. Training hours are the sum of the epochs' wall times. Command: "
         f"`python benchmarks/long_run.py {' '.join(args.argv)}` (run again, it resumes).",
         "",
         f"{machines(rows, stage_name)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
-        "| epochs trained | best epoch | its validation −ELBO | test NLL (nats) | training hours | s per epoch |",
+        f"| epochs trained | best epoch | its validation −ELBO | test {figure.replace('|', PIPE)} (nats) | training hours | s per epoch |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -103,6 +128,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
                      f"{row['seconds_per_epoch']:.1f} |")
     if not rows[-1]["stopped"] and rows[-1]["epochs"] < result["epoch_cap"]:
         lines += ["", f"The run has not ended: it goes on from epoch {rows[-1]['epochs']:,} when the command runs again."]
+    if unconditional is not None:
+        lines += class_gain(result, unconditional, args.unconditional)
     if published is not None:
         lines += ["", f"{label}: {published:.2f} nats, at the end of its protocol (its epoch is not published)."]
     return "\n".join(lines) + "\n"
@@ -118,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iw-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
     parser.add_argument("--run-dir", help="default runs/long/<recipe>-seed<N>")
+    parser.add_argument("--unconditional", help="the long_run.json of the same protocol without the class, to "
+                        "set a class-conditional run's −log p(x | y) beside")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     args.argv = argv
@@ -142,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         recipe = stage_config(args)
     except (ConfigError, OSError) as error:
         parser.error(f"--recipe: {error}")
+    try:
+        unconditional = json.loads(Path(args.unconditional).read_text()) if args.unconditional else None
+    except (OSError, json.JSONDecodeError) as error:
+        parser.error(f"--unconditional: {error}")
+    if unconditional is not None and not (recipe.model.conditional and unconditional.get("milestones")):
+        parser.error("--unconditional sets a VAE's long run beside a class-conditional recipe's; "
+                     f"{args.recipe} is {'class-conditional' if recipe.model.conditional else 'not class-conditional'} "
+                     f"and {args.unconditional} {'has' if unconditional.get('milestones') else 'has no'} milestones")
     plan = stages(args, milestones, recipe)
     cap = plan[-1]
     dataset = load_configured(recipe.data)
@@ -154,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 "patience": recipe.train.early_stopping}
     earlier = json.loads((output / "long_run.json").read_text()) if (output / "long_run.json").exists() else {}
     rows = earlier.get("milestones", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
+    settings["conditional"] = recipe.model.conditional  # follows from the recipe: not compared
     timer = EpochTimer(output / "epoch_seconds.json")
-    print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test NLL "
+    print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test "
+          f"{measure(recipe.model.conditional)} "
           f"(K = {args.iw_samples:,}, {len(x_test):,} images) after epochs {', '.join(map(str, plan))} "
           "or where early stopping ends it.", flush=True)
     for stage in plan:
@@ -176,12 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                      "best_val_elbo": float(best["val_elbo"]), "test_nll": -float(np.mean(log_px)),
                      "train_hours": sum(trained) / 3600, "seconds_per_epoch": float(np.median(trained)),
                      "evaluate_minutes": (time.perf_counter() - start) / 60, "machine": machine()})
-        print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test NLL {rows[-1]['test_nll']:.2f}", flush=True)
+        print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test {measure(recipe.model.conditional)} "
+              f"{rows[-1]['test_nll']:.2f}", flush=True)
         atomic_write_text(output / "long_run.json", json.dumps({**settings, "milestones": rows}, indent=2) + "\n")
-        atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args))
+        atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args, unconditional))
         if rows[-1]["stopped"]:
             break
-    print(markdown({**settings, "milestones": rows}, args))
+    print(markdown({**settings, "milestones": rows}, args, unconditional))
     return 0
 
 
