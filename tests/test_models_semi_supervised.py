@@ -109,6 +109,30 @@ def test_the_batch_objective_weights_labelled_unlabelled_and_classification_term
     np.testing.assert_allclose(terms["accuracy"].mean(), np.mean(q[observed].argmax(1) == y), atol=1e-6)
 
 
+def test_the_classifier_weight_means_the_same_per_labelled_image_at_any_data_set_size():
+    # 100 labels among N = 1,000 or N = 10,000 images: the labelled share f of the objective changes
+    # tenfold, but per labelled image the classification term stays w · −log q(y | x) against that
+    # image's own bound L(x, y), so its gradient relative to the bound's is the same at both sizes.
+    x = tf.constant(images(8))
+    labels = np.array([2, -1, 0, -1, -1, 1, -1, -1], "float32")[:, None]
+    observed = labels[:, 0] >= 0
+    ratios, shares, weights = [], [], None
+    for num_train in (1_000, 10_000):
+        model = deterministic(small_model(classifier_weight=5.0, num_labeled=100, num_train=num_train))
+        weights = weights or model.get_weights()
+        model.set_weights(weights)  # the same networks at both sizes
+        terms = {k: v.numpy() for k, v in model.compute_terms(x, labels).items()}
+        y = labels[observed, 0].astype(int)
+        bound_ = model.per_class_terms(x)["elbo"].numpy()[observed][np.arange(len(y)), y]
+        cross_entropy = -np.log(model.classify(x).numpy()[observed][np.arange(len(y)), y])
+        classification = (terms["loss"] + terms["elbo"])[observed]  # what w adds to each labelled image
+        ratios.append(classification / -terms["elbo"][observed])
+        shares.append(terms["elbo"][observed] / bound_)  # the image's batch weight
+        np.testing.assert_allclose(ratios[-1], 5.0 * cross_entropy / -bound_, rtol=1e-4)
+    np.testing.assert_allclose(shares[0], 10 * shares[1], rtol=1e-5)  # N does change the labelled share
+    np.testing.assert_allclose(ratios[0], ratios[1], rtol=1e-4)
+
+
 def test_the_classification_term_is_what_trains_q_on_the_labels():
     # With a = 0 no gradient of −log q(y|x) reaches the classifier from a labelled batch; with a > 0 it does.
     x, labels = tf.constant(images(6)), np.array([0, 1, 2, 0, 1, 2], "float32")[:, None]
