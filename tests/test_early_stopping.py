@@ -84,6 +84,13 @@ def test_the_default_watches_the_validation_elbo_and_keeps_its_highest_epoch(tmp
     assert has_weights(model, 2.0)
 
 
+def test_monitoring_q_accuracy_keeps_its_most_accurate_epoch(tmp_path, model):
+    # M2's model selection: the highest val_accuracy, neither the last epoch nor the lowest.
+    stopper = EarlyStopping(RunDir(tmp_path), patience=2, monitor="val_accuracy")
+    assert run_epochs(stopper, model, [0.60, 0.75, 0.70, 0.72, 0.90]) == [1, 2, 3, 4]
+    assert has_weights(model, 2.0)
+
+
 def test_warm_up_epochs_neither_count_towards_the_patience_nor_can_be_the_best(tmp_path, model):
     # Epoch 1 is in the warm-up (start_from_epoch=1): its ELBO, the highest, is not comparable.
     values = [-1.0, -3.0, -2.0, -2.5, -2.6, -2.7]
