@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"and {args.unconditional} {'has' if unconditional.get('milestones') else 'has no'} milestones")
     plan = stages(args, milestones, recipe)
     cap = plan[-1]
+    figure = measure(recipe.model.conditional)
     dataset = load_configured(recipe.data)
     x_test = dataset.x_test[:args.test_limit].astype(np.float32) / 255.0
     y_test = dataset.y_test[:args.test_limit]
@@ -193,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = earlier.get("milestones", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
     settings["conditional"] = recipe.model.conditional  # follows from the recipe: not compared
     timer = EpochTimer(output / "epoch_seconds.json")
-    print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test "
-          f"{measure(recipe.model.conditional)} "
+    print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test {figure} "
           f"(K = {args.iw_samples:,}, {len(x_test):,} images) after epochs {', '.join(map(str, plan))} "
           "or where early stopping ends it.", flush=True)
     for stage in plan:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                      "best_val_elbo": float(best["val_elbo"]), "test_nll": -float(np.mean(log_px)),
                      "train_hours": sum(trained) / 3600, "seconds_per_epoch": float(np.median(trained)),
                      "evaluate_minutes": (time.perf_counter() - start) / 60, "machine": machine()})
-        print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test {measure(recipe.model.conditional)} "
+        print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test {figure} "
               f"{rows[-1]['test_nll']:.2f}", flush=True)
         atomic_write_text(output / "long_run.json", json.dumps({**settings, "milestones": rows}, indent=2) + "\n")
         atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args, unconditional))
