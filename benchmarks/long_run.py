@@ -86,16 +86,28 @@ def measure(conditional: bool) -> str:
 
 
 def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
-    """The lines that set a CVAE's −log p(x | y) beside its VAE counterpart's −log p(x), with the ln 10
-    that knowing one of 10 equally likely classes can gain within one model."""
-    mine, theirs = result["milestones"], unconditional["milestones"]
-    gap = theirs[-1]["test_nll"] - mine[-1]["test_nll"]
-    return ["", f"The same protocol without the class (`{source}`) reached "
-            f"−log p(x) = {theirs[-1]['test_nll']:.2f} after {theirs[-1]['epochs']:,} epochs; minus this run's "
-            f"−log p(x | y) after {mine[-1]['epochs']:,} epochs, that is {gap:.2f} nats. Within one model with 10 equally "
-            f"likely classes, log p(x | y) − log p(x) = log p(y | x) + ln 10 ≤ ln 10 = {math.log(10):.2f}: "
-            "a gap above ln 10 means the class-conditional model is the better model of x as well, as the "
-            "mixture (1/10) Σ_y p(x | y)."]
+    """The lines that set a CVAE's −log p(x | y) beside its VAE counterpart's −log p(x) at the epochs
+    both runs measured, and at both runs' ends, with the ln 10 that knowing one of 10 equally
+    likely classes can gain within one model."""
+    theirs = {row["epochs"]: row for row in unconditional["milestones"] if not row["stopped"]}
+    their_end = next((row for row in unconditional["milestones"] if row["stopped"]), None)
+    pairs = [(f"{row['epochs']:,}", theirs[row["epochs"]], row) for row in result["milestones"]
+             if not row["stopped"] and row["epochs"] in theirs]
+    mine_end = result["milestones"][-1]
+    if mine_end["stopped"] and their_end is not None:
+        pairs.append((f"the end: {mine_end['epochs']:,} and {their_end['epochs']:,}", their_end, mine_end))
+    lines = ["", f"The same protocol without the class (`{source}`), at the epochs both runs have measured and at "
+             "both runs' ends:", ""]
+    if pairs:
+        lines += [f"| epochs trained | −log p(x), without the class | −log p(x {PIPE} y), this run | difference |",
+                  "|---:|---:|---:|---:|"]
+        lines += [f"| {epochs} | {vae['test_nll']:.2f} | {cvae['test_nll']:.2f} | {vae['test_nll'] - cvae['test_nll']:.2f} |"
+                  for epochs, vae, cvae in pairs]
+    else:
+        lines.append("no epoch measured by both yet.")
+    return lines + ["", f"Within one model with 10 equally likely classes, log p(x | y) − log p(x) = "
+                    f"log p(y | x) + ln 10 ≤ ln 10 = {math.log(10):.2f}: a difference above ln 10 means the "
+                    "class-conditional model is the better model of x as well, as the mixture (1/10) Σ_y p(x | y)."]
 
 
 def stage_name(row: dict) -> str:

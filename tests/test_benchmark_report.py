@@ -115,17 +115,25 @@ def test_epoch_times_kept_by_an_earlier_session_add_up_to_the_epochs_trained(tmp
     assert timer.first_epochs(5) == [2.0, 3.0, 4.0, 9.0]
 
 
-def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_log_p_x():
+def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_log_p_x_at_equal_epochs():
     long_run = benchmark("long_run")
-    row = {"epochs": 300, "stopped": True, "best_epoch": 250, "best_val_elbo": -230.0, "train_hours": 1.0,
-           "seconds_per_epoch": 7.0, "machine": "M"}
+    row = {"stopped": False, "best_val_elbo": -230.0, "train_hours": 1.0, "seconds_per_epoch": 7.0, "machine": "M"}
     cvae = {"conditional": True, "kl_warmup": 100, "patience": 50, "epoch_cap": 2000, "test_images": 10,
-            "milestones": [{**row, "test_nll": 226.0}]}
-    vae = {"milestones": [{**row, "epochs": 607, "test_nll": 229.07}]}
+            "milestones": [{**row, "epochs": 100, "best_epoch": 100, "test_nll": 229.0},
+                           {**row, "epochs": 150, "best_epoch": 150, "test_nll": 228.0}]}
+    vae = {"milestones": [{**row, "epochs": 100, "best_epoch": 100, "test_nll": 232.17},
+                          {**row, "epochs": 200, "best_epoch": 199, "test_nll": 230.48},
+                          {**row, "epochs": 607, "best_epoch": 557, "test_nll": 229.07, "stopped": True}]}
     args = argparse.Namespace(recipe="recipes/cvae_exemplar.toml", seed=0, iw_samples=5000, argv=[],
                               unconditional="L/long_run.json")
     text = long_run.markdown(cvae, args, vae)
-    assert r"| test −log p(x \| y) (nats) |" in text and "| 226.00 |" in text
-    assert "reached −log p(x) = 229.07 after 607 epochs; minus this run's −log p(x | y) after 300 epochs, that is 3.07 nats" in text
+    assert r"| test −log p(x \| y) (nats) |" in text and "| 229.00 |" in text
+    assert "| 100 | 232.17 | 229.00 | 3.17 |" in text
+    assert "| 150 |" not in text.split("without the class")[-1] and "607" not in text
     assert "≤ ln 10 = 2.30" in text
+    ended = {**cvae, "milestones": cvae["milestones"] + [{**row, "epochs": 300, "best_epoch": 250,
+                                                          "test_nll": 226.0, "stopped": True}]}
+    assert "| the end: 300 and 607 | 229.07 | 226.00 | 3.07 |" in long_run.markdown(ended, args, vae)
+    early = {**cvae, "milestones": cvae["milestones"][1:]}
+    assert "no epoch measured by both yet." in long_run.markdown(early, args, vae)
     assert "| test −log p(x) (nats) |" in long_run.markdown({**cvae, "conditional": False}, args)
