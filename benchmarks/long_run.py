@@ -104,7 +104,7 @@ def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
         lines += [f"| {epochs} | {vae['test_nll']:.2f} | {cvae['test_nll']:.2f} | {vae['test_nll'] - cvae['test_nll']:.2f} |"
                   for epochs, vae, cvae in pairs]
     else:
-        lines.append("no epoch measured by both yet.")
+        lines.append("No epoch measured by both yet.")
     return lines + ["", f"Within one model with 10 equally likely classes, log p(x | y) − log p(x) = "
                     f"log p(y | x) + ln 10 ≤ ln 10 = {math.log(10):.2f}: a difference above ln 10 means the "
                     "class-conditional model is the better model of x as well, as the mixture (1/10) Σ_y p(x | y)."]

@@ -135,5 +135,5 @@ def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_lo
                                                           "test_nll": 226.0, "stopped": True}]}
     assert "| the end: 300 and 607 | 229.07 | 226.00 | 3.07 |" in long_run.markdown(ended, args, vae)
     early = {**cvae, "milestones": cvae["milestones"][1:]}
-    assert "no epoch measured by both yet." in long_run.markdown(early, args, vae)
+    assert "No epoch measured by both yet." in long_run.markdown(early, args, vae)
     assert "| test −log p(x) (nats) |" in long_run.markdown({**cvae, "conditional": False}, args)
