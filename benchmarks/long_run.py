@@ -85,16 +85,21 @@ def measure(conditional: bool) -> str:
     return "−log p(x | y)" if conditional else "−log p(x)"
 
 
+def end_row(run: dict) -> dict | None:
+    """A long run's last milestone if the run has ended, by early stopping or at its epoch cap; else None."""
+    last = run["milestones"][-1]
+    return last if last["stopped"] or last["epochs"] >= run["epoch_cap"] else None
+
+
 def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
     """The lines that set a CVAE's −log p(x | y) beside its VAE counterpart's −log p(x) at the epochs
     both runs measured, and at both runs' ends, with the ln 10 that knowing one of 10 equally
     likely classes can gain within one model."""
-    theirs = {row["epochs"]: row for row in unconditional["milestones"] if not row["stopped"]}
-    their_end = next((row for row in unconditional["milestones"] if row["stopped"]), None)
+    mine_end, their_end = end_row(result), end_row(unconditional)
+    theirs = {row["epochs"]: row for row in unconditional["milestones"] if row is not their_end}
     pairs = [(f"{row['epochs']:,}", theirs[row["epochs"]], row) for row in result["milestones"]
-             if not row["stopped"] and row["epochs"] in theirs]
-    mine_end = result["milestones"][-1]
-    if mine_end["stopped"] and their_end is not None:
+             if row is not mine_end and row["epochs"] in theirs]
+    if mine_end is not None and their_end is not None:
         pairs.append((f"the end: {mine_end['epochs']:,} and {their_end['epochs']:,}", their_end, mine_end))
     lines = ["", f"The same protocol without the class (`{source}`), at the epochs both runs have measured and at "
              "both runs' ends:", ""]
@@ -138,7 +143,7 @@ def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None 
         lines.append(f"| {row['epochs']:,}{' (stopped)' if row['stopped'] else ''} | {row['best_epoch']:,} | "
                      f"{-row['best_val_elbo']:.2f} | {row['test_nll']:.2f} | {row['train_hours']:.2f} | "
                      f"{row['seconds_per_epoch']:.1f} |")
-    if not rows[-1]["stopped"] and rows[-1]["epochs"] < result["epoch_cap"]:
+    if end_row(result) is None:
         lines += ["", f"The run has not ended: it goes on from epoch {rows[-1]['epochs']:,} when the command runs again."]
     if unconditional is not None:
         lines += class_gain(result, unconditional, args.unconditional)

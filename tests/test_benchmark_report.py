@@ -121,7 +121,8 @@ def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_lo
     cvae = {"conditional": True, "kl_warmup": 100, "patience": 50, "epoch_cap": 2000, "test_images": 10,
             "milestones": [{**row, "epochs": 100, "best_epoch": 100, "test_nll": 229.0},
                            {**row, "epochs": 150, "best_epoch": 150, "test_nll": 228.0}]}
-    vae = {"milestones": [{**row, "epochs": 100, "best_epoch": 100, "test_nll": 232.17},
+    vae = {"epoch_cap": 2000,
+           "milestones": [{**row, "epochs": 100, "best_epoch": 100, "test_nll": 232.17},
                           {**row, "epochs": 200, "best_epoch": 199, "test_nll": 230.48},
                           {**row, "epochs": 607, "best_epoch": 557, "test_nll": 229.07, "stopped": True}]}
     args = argparse.Namespace(recipe="recipes/cvae_exemplar.toml", seed=0, iw_samples=5000, argv=[],
@@ -134,6 +135,8 @@ def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_lo
     ended = {**cvae, "milestones": cvae["milestones"] + [{**row, "epochs": 300, "best_epoch": 250,
                                                           "test_nll": 226.0, "stopped": True}]}
     assert "| the end: 300 and 607 | 229.07 | 226.00 | 3.07 |" in long_run.markdown(ended, args, vae)
+    at_cap = {**cvae, "epoch_cap": 150}  # a run that reaches its epoch cap has ended too
+    assert "| the end: 150 and 607 | 229.07 | 228.00 | 1.07 |" in long_run.markdown(at_cap, args, vae)
     early = {**cvae, "milestones": cvae["milestones"][1:]}
     assert "No epoch measured by both yet." in long_run.markdown(early, args, vae)
     assert "| test −log p(x) (nats) |" in long_run.markdown({**cvae, "conditional": False}, args)
