@@ -5,6 +5,8 @@
     python benchmarks/literature.py --epochs 1 --repeats 1 --iw-samples 100 --test-limit 200 --output /tmp/l   # a quick look
     taskset -c 1 python benchmarks/literature.py --epochs 5 --repeats 3 --iw-samples 100 --test-limit 500 \\
         --output benchmarks/results/literature_speed   # seconds per epoch, both on one core, taking turns
+    taskset -c 0 python benchmarks/literature.py --full-protocol --implementations port --repeats 1 \\
+        --output benchmarks/results/literature_full   # the port under the recipe's whole protocol; resumable
 
 For each seed, trains recipes/exemplar_vae.toml with keras_cvae and benchmarks/reference/
 exemplar_vae_port.py with PyTorch (in its own environment, --reference-python) for --epochs
@@ -14,6 +16,12 @@ validation and the test set, each binarized once by keras_cvae. Both are evaluat
 importance-weighted formula, −mean log (1/K) Σ_k w_k at K = --iw-samples. Reports each one's test
 NLL and seconds per epoch, and their ratio. Writes literature.json and literature.md to --output
 after every run; a run (implementation, seed) already there with the same settings is kept.
+
+--full-protocol trains under the recipe's own protocol instead: its KL warm-up, its early stopping
+on the β = 1 validation loss with the patience counted after the warm-up, and its epoch cap
+(--epochs overrides the cap). The port then keeps a checkpoint in --output after every epoch, so
+that the same command, run again in a later session, goes on where it stopped; keras_cvae's side
+of that protocol is benchmarks/long_run.py's, which resumes too.
 """
 
 from __future__ import annotations
@@ -37,15 +45,19 @@ from quality import machine, machines, spread  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "exemplar_vae.toml"
 PORT = ROOT / "benchmarks" / "reference" / "exemplar_vae_port.py"
+MILESTONES = (100, 200, 500)  # the epochs at which benchmarks/long_run.py measures keras_cvae's run
 IMPLEMENTATIONS = {"keras_cvae": "keras_cvae, recipes/exemplar_vae.toml", "port": "the PyTorch port of their code"}
 
 
 def recipe_config(args: argparse.Namespace, seed: int, scratch: Path):
-    """The recipe at --epochs, without its warm-up, the best validation epoch kept."""
+    """The recipe at --epochs: without its warm-up and the best validation epoch kept, or under
+    its own warm-up and early stopping with --full-protocol."""
     from keras_cvae.recipes import load_recipe
 
     config = load_recipe(RECIPE).config()
-    config.train.epochs, config.train.kl_warmup, config.train.early_stopping = args.epochs, 0, args.epochs
+    if not args.full_protocol:
+        config.train.kl_warmup, config.train.early_stopping = 0, args.epochs
+    config.train.epochs = args.epochs or config.train.epochs
     config.train.seed, config.train.export = seed, str(scratch / f"export-{seed}")
     return config
 
@@ -86,11 +98,17 @@ def keras_run(args: argparse.Namespace, seed: int, dataset, scratch: Path) -> di
 
 def port_run(args: argparse.Namespace, seed: int, data: Path, scratch: Path) -> dict:
     output = scratch / f"port-{seed}.json"
-    command = [args.reference_python, str(PORT), "--data", str(data), "--epochs", str(args.epochs), "--seed", str(seed),
+    train = recipe_config(args, seed, scratch).train
+    command = [args.reference_python, str(PORT), "--data", str(data), "--epochs", str(train.epochs), "--seed", str(seed),
+               "--warmup", str(train.kl_warmup), "--patience", str(train.early_stopping),
                "--iw-samples", str(args.iw_samples), "--output", str(output)]
     if args.test_limit:
         command += ["--test-limit", str(args.test_limit)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    if args.full_protocol:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        command += ["--checkpoint", str(Path(args.output) / f"port-seed{seed}.pt")]
+    done = subprocess.run(command, stdout=None if args.full_protocol else subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
     if done.returncode:
         raise SystemExit(f"the port failed:\n{done.stderr[-3000:]}")
     result = json.loads(output.read_text())
@@ -98,7 +116,9 @@ def port_run(args: argparse.Namespace, seed: int, data: Path, scratch: Path) -> 
     result["seconds_per_epoch"] = float(sum(r["seconds"] for r in history[1:]) / max(1, len(history) - 1)) \
         if len(history) > 1 else history[0]["seconds"]
     return {**{k: result[k] for k in ("test_nll", "best_epoch", "epochs", "seconds_per_epoch", "evaluate_seconds")},
-            "timed": "epoch"}
+            "timed": "epoch", "training_hours": sum(r["seconds"] for r in history) / 3600,
+            "best_val_loss_by": {m: min(r["val_loss"] for r in history[train.kl_warmup:m]) for m in MILESTONES
+                                 if len(history) >= m > train.kl_warmup}}
 
 
 def run_name(run: dict) -> str:
@@ -107,13 +127,18 @@ def run_name(run: dict) -> str:
 
 
 def markdown(runs: list[dict], args: argparse.Namespace) -> str:
+    train = recipe_config(args, 0, Path()).train
+    protocol = (f"β = epoch/{train.kl_warmup} over the first {train.kl_warmup} epochs, then early stopping once the "
+                f"β = 1 validation loss has not improved for {train.early_stopping} epochs, at most {train.epochs:,} "
+                "epochs, the best epoch kept" if args.full_protocol else "no warm-up, the best validation epoch kept")
     lines = [
-        f"# Exemplar VAE's standard-prior VAE: keras_cvae's recipe beside a PyTorch port, {args.epochs} epochs",
+        f"# Exemplar VAE's standard-prior VAE: keras_cvae's recipe beside a PyTorch port, "
+        f"{'the full protocol' if args.full_protocol else f'{args.epochs} epochs'}",
         "",
         f"Dynamically binarized Fashion-MNIST (50,000 train, the last 10,000 of the training file validate, "
         f"{runs[0]['test_images']:,} test images binarized once); 2×300 gated units, z = 40, He-normal weights, "
-        "log-variance in [−6, 2], the Monte Carlo KL, AdamNormGrad lr 5e-4, batch 100; no warm-up, the best "
-        f"validation epoch kept; test NLL by importance sampling, K = {args.iw_samples:,}. Seconds per epoch: "
+        "log-variance in [−6, 2], the Monte Carlo KL, AdamNormGrad lr 5e-4, batch 100; "
+        f"{protocol}; test NLL by importance sampling, K = {args.iw_samples:,}. Seconds per epoch: "
         "the wall time of an epoch after the first, its validation pass included (keras_cvae's also writes "
         "the epoch's checkpoint and sample grid). Mean ± std over "
         f"{len({r['seed'] for r in runs})} seed(s). Command: `python benchmarks/literature.py {' '.join(args.argv)}`",
@@ -129,6 +154,12 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
             lines.append(f"| {label} | {spread([r['test_nll'] for r in mine])} | "
                          f"{', '.join(str(r['best_epoch']) for r in mine)} | "
                          f"{spread([r['seconds_per_epoch'] for r in mine], 1)} | {len(mine)} |")
+    for run in runs:
+        if "training_hours" in run:
+            by = "; ".join(f"by epoch {m}, {loss:.2f}" for m, loss in run["best_val_loss_by"].items())
+            lines += ["", f"{run_name(run)}: {run['epochs']:,} epochs, {run['training_hours']:.2f} training hours "
+                      "(the sum of its epochs' wall times)" + (f"; its best β = 1 validation loss {by}" if by else "")
+                      + ". benchmarks/results/long_run/exemplar_vae/long_run.md gives keras_cvae's at the same epochs."]
     if untimed := [run_name(r) for r in runs if r["implementation"] == "port" and r.get("timed") != "epoch"]:
         lines += ["", f"Seconds per epoch of {', '.join(untimed)}: the training pass alone, without validation."]
     pairs = [(a, b) for a in runs if a["implementation"] == "keras_cvae" for b in runs
@@ -143,7 +174,12 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, help="epochs (default 50), or the cap with --full-protocol "
+                        "(default: the recipe's)")
+    parser.add_argument("--full-protocol", action="store_true",
+                        help="the recipe's warm-up, early stopping and epoch cap; the port resumes")
+    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
+                        help=f"which to run, comma-separated, of {', '.join(IMPLEMENTATIONS)}")
     parser.add_argument("--repeats", type=int, default=3, help="seeds 0, 1, …")
     parser.add_argument("--iw-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
@@ -152,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     args.argv = argv
+    args.implementations = args.implementations.split(",")
+    if unknown := set(args.implementations) - set(IMPLEMENTATIONS):
+        parser.error(f"--implementations: unknown {', '.join(sorted(unknown))}; choose from {', '.join(IMPLEMENTATIONS)}")
+    if args.epochs is None:
+        args.epochs = recipe_config(args, 0, Path()).train.epochs if args.full_protocol else 50
     if args.epochs < 1 or args.repeats < 1 or args.iw_samples < 1:
         parser.error("--epochs, --repeats and --iw-samples must be positive")
     if not Path(args.reference_python).exists():
@@ -163,10 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     dataset, data = shared_data(args, scratch)
     output = Path(args.output)
     settings = {"epochs": args.epochs, "iw_samples": args.iw_samples, "test_limit": args.test_limit}
+    if args.full_protocol:
+        settings["full_protocol"] = True
     earlier = json.loads((output / "literature.json").read_text()) if (output / "literature.json").exists() else {}
-    runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
+    same = all(earlier.get(k) == v for k, v in settings.items()) and earlier.get("full_protocol", False) == args.full_protocol
+    runs = earlier.get("runs", []) if same else []
     for seed in range(args.repeats):
-        for name in IMPLEMENTATIONS:
+        for name in args.implementations:
             if any(r["implementation"] == name and r["seed"] == seed for r in runs):
                 print(f"== {name}, seed {seed}: kept from {output / 'literature.json'}", flush=True)
                 continue

@@ -24,6 +24,10 @@ The data come from --data, an .npz with `train` (grey, [N, 784] in [0, 1]), `val
 binarization. Writes --output: the test NLL, the best epoch, the history and seconds per epoch
 (the training pass and the validation pass, as a Keras epoch's wall time counts them; the
 training pass alone as `train_seconds`).
+
+With --checkpoint the run outlasts a session: after every epoch it writes the weights, the
+optimizer, the random state, the best epoch's weights and the patience count there, and the same
+command run again goes on from that epoch and stops where an unbroken run would.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -130,6 +136,23 @@ def test_nll(model: PortVAE, images: torch.Tensor, draws: int) -> float:
     return -float(np.mean(values))
 
 
+def save_checkpoint(path: str, model: PortVAE, optimizer: AdamNormGrad, progress: dict) -> None:
+    """Everything the next epoch depends on, written whole or not at all."""
+    partial = f"{path}.partial"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "progress": progress}, partial)
+    os.replace(partial, path)
+
+
+def resume(path: str, model: PortVAE, optimizer: AdamNormGrad) -> dict:
+    """Restores what `save_checkpoint` wrote into `model` and `optimizer`; returns the progress."""
+    saved = torch.load(path, weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["rng"])
+    return saved["progress"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -140,6 +163,7 @@ def main() -> int:
     parser.add_argument("--iw-samples", type=int, default=5000)
     parser.add_argument("--test-limit", type=int)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--checkpoint", help="resume from this file if it exists, and write it after every epoch")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -150,8 +174,12 @@ def main() -> int:
     model = PortVAE()
     optimizer = AdamNormGrad(model.parameters())
     patience = args.patience or args.epochs
-    best, best_epoch, best_state, waited, history = math.inf, 0, None, 0, []
-    for epoch in range(1, args.epochs + 1):
+    progress = {"epoch": 0, "best": math.inf, "best_epoch": 0, "best_state": None, "waited": 0, "history": []}
+    if args.checkpoint and Path(args.checkpoint).exists():
+        progress = resume(args.checkpoint, model, optimizer)
+        print(f"resumed from {args.checkpoint} after epoch {progress['epoch']}", flush=True)
+    while progress["epoch"] < args.epochs and progress["waited"] < patience:
+        epoch = progress["epoch"] + 1
         beta = min(1.0, epoch / args.warmup) if args.warmup else 1.0
         start = time.perf_counter()
         model.train()
@@ -164,17 +192,21 @@ def main() -> int:
         model.eval()
         val_loss = mean_loss(model, validation)
         seconds = time.perf_counter() - start  # the training pass and validation, as a Keras epoch
-        history.append({"epoch": epoch, "val_loss": val_loss, "seconds": seconds, "train_seconds": train_seconds})
+        progress["history"].append({"epoch": epoch, "val_loss": val_loss, "seconds": seconds,
+                                    "train_seconds": train_seconds})
         print(f"epoch {epoch}: validation loss {val_loss:.2f} ({seconds:.1f} s)", flush=True)
+        progress["epoch"] = epoch
         if epoch > args.warmup:
-            if val_loss < best:
-                best, best_epoch, waited = val_loss, epoch, 0
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if val_loss < progress["best"]:
+                progress.update(best=val_loss, best_epoch=epoch, waited=0,
+                                best_state={k: v.clone() for k, v in model.state_dict().items()})
             else:
-                waited += 1
-                if waited >= patience:
-                    break
-    model.load_state_dict(best_state)
+                progress["waited"] += 1
+        if args.checkpoint:
+            save_checkpoint(args.checkpoint, model, optimizer, progress)
+    best, best_epoch, best_state, history = (progress[k] for k in ("best", "best_epoch", "best_state", "history"))
+    if best_state is not None:  # None only where the run ended inside its warm-up
+        model.load_state_dict(best_state)
     start = time.perf_counter()
     nll = test_nll(model, test, args.iw_samples)
     result = {"test_nll": nll, "best_epoch": best_epoch, "best_val_loss": best, "epochs": len(history),
