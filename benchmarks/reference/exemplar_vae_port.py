@@ -129,7 +129,9 @@ def test_nll(model: PortVAE, images: torch.Tensor, draws: int) -> float:
     """
     values = []
     with torch.no_grad():
-        for image in images:
+        for index, image in enumerate(images):
+            if index and index % 1000 == 0:
+                print(f"  test NLL: {index:,} of {len(images):,} images", flush=True)
             mean, log_var = model.posterior(image[None])
             losses = model.losses_at(image[None], mean.expand(draws, LATENT), log_var.expand(draws, LATENT))[0].double()
             values.append(float(torch.logsumexp(-losses, dim=0)) - math.log(draws))
@@ -207,6 +209,8 @@ def main() -> int:
     best, best_epoch, best_state, history = (progress[k] for k in ("best", "best_epoch", "best_state", "history"))
     if best_state is not None:  # None only where the run ended inside its warm-up
         model.load_state_dict(best_state)
+    print(f"trained {len(history)} epochs, best epoch {best_epoch}; its test NLL, "
+          f"K={args.iw_samples} on {len(test):,} images", flush=True)
     start = time.perf_counter()
     nll = test_nll(model, test, args.iw_samples)
     result = {"test_nll": nll, "best_epoch": best_epoch, "best_val_loss": best, "epochs": len(history),
