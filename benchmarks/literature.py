@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine, machines, spread  # noqa: E402
+from quality import machine, machines, scratch_directory, spread  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "exemplar_vae.toml"
 PORT = ROOT / "benchmarks" / "reference" / "exemplar_vae_port.py"
@@ -113,12 +112,23 @@ def port_run(args: argparse.Namespace, seed: int, data: Path, scratch: Path) -> 
         raise SystemExit(f"the port failed:\n{done.stderr[-3000:]}")
     result = json.loads(output.read_text())
     history = result.pop("history")
+    if args.full_protocol:
+        write_history(Path(args.output) / f"port-seed{seed}-history.csv", history)
     result["seconds_per_epoch"] = float(sum(r["seconds"] for r in history[1:]) / max(1, len(history) - 1)) \
         if len(history) > 1 else history[0]["seconds"]
     return {**{k: result[k] for k in ("test_nll", "best_epoch", "epochs", "seconds_per_epoch", "evaluate_seconds")},
             "timed": "epoch", "training_hours": sum(r["seconds"] for r in history) / 3600,
             "best_val_loss_by": {m: min(r["val_loss"] for r in history[train.kl_warmup:m]) for m in MILESTONES
                                  if len(history) >= m > train.kl_warmup}}
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """The port's epochs as CSV, as keras_cvae's run dir keeps its history.csv."""
+    from keras_cvae.atomic import atomic_write_text
+
+    columns = ("epoch", "val_loss", "seconds", "train_seconds")
+    rows = [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in history]
+    atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def run_name(run: dict) -> str:
@@ -159,7 +169,8 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
             by = "; ".join(f"by epoch {m}, {loss:.2f}" for m, loss in run["best_val_loss_by"].items())
             lines += ["", f"{run_name(run)}: {run['epochs']:,} epochs, {run['training_hours']:.2f} training hours "
                       "(the sum of its epochs' wall times)" + (f"; its best β = 1 validation loss {by}" if by else "")
-                      + ". benchmarks/results/long_run/exemplar_vae/long_run.md gives keras_cvae's at the same epochs."]
+                      + f". port-seed{run['seed']}-history.csv gives each epoch's; "
+                      "benchmarks/results/long_run/exemplar_vae/long_run.md gives keras_cvae's at the same epochs."]
     if untimed := [run_name(r) for r in runs if r["implementation"] == "port" and r.get("timed") != "epoch"]:
         lines += ["", f"Seconds per epoch of {', '.join(untimed)}: the training pass alone, without validation."]
     pairs = [(a, b) for a in runs if a["implementation"] == "keras_cvae" for b in runs
@@ -200,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_cvae.atomic import atomic_write_text
 
-    scratch = Path(tempfile.mkdtemp(prefix="literature-"))
+    scratch = scratch_directory("literature-")
     dataset, data = shared_data(args, scratch)
     output = Path(args.output)
     settings = {"epochs": args.epochs, "iw_samples": args.iw_samples, "test_limit": args.test_limit}
