@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine, spread  # noqa: E402
+from quality import machine, scratch_directory, spread  # noqa: E402
 
 IW_SAMPLES = 5000
 PATHS = {"export": "the export's signature", "keras": "the run dir's model, fused likelihood"}
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iw-images", type=int, default=200, help="test images timed at K = 5,000")
     parser.add_argument("--output", default="benchmarks/results/evaluate_speed")
     args = parser.parse_args(argv)
-    scratch = Path(tempfile.mkdtemp(prefix="evaluate-speed-"))
+    scratch = scratch_directory("evaluate-speed-")
     run_dir, model = (Path(args.run_dir), Path(args.model)) if args.model and args.run_dir else reference_model(scratch)
     output = Path(args.output)
     runs = []

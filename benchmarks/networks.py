@@ -24,14 +24,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quality import machine, spread  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from quality import machine, scratch_directory, spread  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def markdown(runs: list[dict], args: argparse.Namespace, judge: dict, base) -> str:
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     base.data.data_dir = args.data_dir
     base.train.epochs, base.train.early_stopping = args.epochs, args.epochs
     dataset = load_configured(base.data)
-    output, scratch = Path(args.output), Path(tempfile.mkdtemp(prefix="networks-"))
+    output, scratch = Path(args.output), scratch_directory("networks-")
     # The judge's cache file names its definition: runs scored by another judge are not kept.
     settings = {"epochs": args.epochs, "iw_samples": args.iw_samples, "data_dir": args.data_dir,
                 "judge_file": judge_cache_path(dataset, Path(args.data_dir).name).name}

@@ -31,6 +31,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from quality import scratch_directory  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 MODELS = ("baseline", "cvae", "gsnn", "hybrid")
 QUADRANTS = (1, 2, 3)
 EXAMPLES_PER_COUNT = 3
@@ -135,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if not set(counts) <= set(QUADRANTS) or not set(models) <= set(MODELS):
         parser.error(f"--quadrants must be a subset of 1,2,3 and --models of {','.join(MODELS)}")
 
-    import tempfile
-
     import numpy as np
 
     from keras_cvae.config import RunConfig
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args.test_images = len(test_images)
     examples = test_images[:: max(1, len(test_images) // EXAMPLES_PER_COUNT)][:EXAMPLES_PER_COUNT]
     noise = np.random.default_rng(0).standard_normal((6, EXAMPLES_PER_COUNT, latent)).astype("float32")
-    scratch = Path(tempfile.mkdtemp(prefix="quadrants-"))
+    scratch = scratch_directory("quadrants-")
     runs: list[dict] = []
     panels = []
     for count in counts:

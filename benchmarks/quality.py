@@ -21,10 +21,13 @@ interrupted benchmark, or one given more --repeats, goes on where it stopped.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +64,13 @@ def machine() -> str:
     cores = f"{usable} CPU cores" if usable == os.cpu_count() else \
         f"{usable} of the {os.cpu_count()} CPU cores (pinned with taskset)"
     return f"{cores} ({names[0] if names else platform.machine()}), no GPU used"
+
+
+def scratch_directory(prefix: str) -> Path:
+    """A folder for a benchmark's intermediate runs, exports and data, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def spread(values: list[float], digits: int = 2) -> str:
@@ -169,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1 or args.repeats < 1 or args.iw_samples < 1:
         parser.error("--epochs, --repeats and --iw-samples must be positive")
 
-    import tempfile
-
     from keras_cvae.config import RunConfig
     from keras_cvae.data import binarize, load_configured
     from keras_cvae.evaluation.classifier import judge_at, judge_cache_path
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from keras_cvae.tasks import EvaluationOptions, get_task
     from keras_cvae.training import train
 
-    scratch = Path(tempfile.mkdtemp(prefix="quality-"))
+    scratch = scratch_directory("quality-")
     base = RunConfig()
     base.data.dataset, base.data.data_dir, base.data.binarize = args.dataset, args.data_dir, "dynamic"
     dataset = load_configured(base.data)

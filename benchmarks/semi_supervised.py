@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import machine, machines  # noqa: E402
+from quality import machine, machines, scratch_directory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,8 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be positive")
 
-    import tempfile
-
     import numpy as np
 
     from keras_cvae.atomic import atomic_write_text
@@ -276,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset = load_dataset(args.dataset, args.data_dir)
     test = (dataset.x_test.astype("float32") / 255.0, dataset.y_test[:, 0].astype(int))
-    scratch = Path(tempfile.mkdtemp(prefix="semi-supervised-"))
+    scratch = scratch_directory("semi-supervised-")
     output = Path(args.output)
     from keras_cvae.recipes import load_recipe
 

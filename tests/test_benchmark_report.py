@@ -140,3 +140,18 @@ def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_lo
     early = {**cvae, "milestones": cvae["milestones"][1:]}
     assert "No epoch measured by both yet." in long_run.markdown(early, args, vae)
     assert "| test −log p(x) (nats) |" in long_run.markdown({**cvae, "conditional": False}, args)
+
+
+def test_a_benchmarks_scratch_directory_is_removed_when_it_exits(tmp_path):
+    """Each benchmark's intermediate runs and data (hundreds of MB) must not pile up in /tmp."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from quality import scratch_directory; "
+              "path = scratch_directory('scratch-test-'); (path / 'run').mkdir(); (path / 'run' / 'a').write_text('x'); "
+              "print(path)")
+    done = subprocess.run([sys.executable, "-c", script, str(REPO_ROOT / "benchmarks")], capture_output=True,
+                          text=True, check=True, env={"TMPDIR": str(tmp_path), "PATH": ""})
+    scratch = tmp_path / done.stdout.strip().rsplit("/", 1)[-1]
+    assert scratch.name.startswith("scratch-test-")
+    assert not scratch.exists() and not list(tmp_path.iterdir())
