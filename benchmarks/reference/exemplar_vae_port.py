@@ -176,12 +176,12 @@ def main() -> int:
     model = PortVAE()
     optimizer = AdamNormGrad(model.parameters())
     patience = args.patience or args.epochs
-    progress = {"epoch": 0, "best": math.inf, "best_epoch": 0, "best_state": None, "waited": 0, "history": []}
+    progress = {"best": math.inf, "best_epoch": 0, "best_state": None, "waited": 0, "history": []}
     if args.checkpoint and Path(args.checkpoint).exists():
         progress = resume(args.checkpoint, model, optimizer)
-        print(f"resumed from {args.checkpoint} after epoch {progress['epoch']}", flush=True)
-    while progress["epoch"] < args.epochs and progress["waited"] < patience:
-        epoch = progress["epoch"] + 1
+        print(f"resumed from {args.checkpoint} after epoch {len(progress['history'])}", flush=True)
+    while len(progress["history"]) < args.epochs and progress["waited"] < patience:
+        epoch = len(progress["history"]) + 1
         beta = min(1.0, epoch / args.warmup) if args.warmup else 1.0
         start = time.perf_counter()
         model.train()
@@ -197,7 +197,6 @@ def main() -> int:
         progress["history"].append({"epoch": epoch, "val_loss": val_loss, "seconds": seconds,
                                     "train_seconds": train_seconds})
         print(f"epoch {epoch}: validation loss {val_loss:.2f} ({seconds:.1f} s)", flush=True)
-        progress["epoch"] = epoch
         if epoch > args.warmup:
             if val_loss < progress["best"]:
                 progress.update(best=val_loss, best_epoch=epoch, waited=0,
