@@ -67,7 +67,8 @@ def machine() -> str:
 
 
 def scratch_directory(prefix: str) -> Path:
-    """A folder for a benchmark's intermediate runs, exports and data, removed when the process exits."""
+    """A folder for a benchmark's intermediate runs, exports and data, removed when Python exits
+    (also on Ctrl-C; a process killed by a signal leaves it behind)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
