@@ -27,7 +27,9 @@ of that protocol is benchmarks/long_run.py's, which resumes too.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import io
 import json
 import os
 import subprocess
@@ -126,9 +128,11 @@ def write_history(path: Path, history: list[dict]) -> None:
     """The port's epochs as CSV, as keras_cvae's run dir keeps its history.csv."""
     from keras_cvae.atomic import atomic_write_text
 
-    columns = ("epoch", "val_loss", "seconds", "train_seconds")
-    rows = [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in history]
-    atomic_write_text(path, "\n".join(rows) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["epoch", "val_loss", "seconds", "train_seconds"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def run_name(run: dict) -> str:
