@@ -57,6 +57,8 @@ def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, s
         config.model.classifier_weight = args.classifier_weight
     if args.classifier_step is not None:
         config.model.classifier_step = args.classifier_step
+    if args.classifier_average is not None:
+        config.model.classifier_average = args.classifier_average
     config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
     config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
     config.train.export = str(scratch / f"export-{labeled}-{seed}")
@@ -92,10 +94,12 @@ def accuracy(predict, images, labels) -> float:
 def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation, test) -> dict:
     """The baseline: M2's classifier network, fresh, trained on the N labelled images alone for
     `epochs` × `per_epoch` Adam steps; test accuracy at the last epoch and at the epoch most
-    accurate on `validation`."""
+    accurate on `validation`. Where M2 averages its classifier's weights, so does the baseline,
+    with the same decay, and it is scored on the average as M2 is."""
     import keras
     import tensorflow as tf
 
+    from keras_cvae.models.semi_supervised import average_weights
     from keras_cvae.networks import build_classifier
     from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled, training_split
 
@@ -108,22 +112,29 @@ def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation,
     data = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().shuffle(len(chosen), seed=tc.seed).batch(batch)
     classifier = build_classifier(model.image_shape, model.num_classes, model.arch, model.hidden_units,
                                   activation=model.activation)
-    classifier.compile(optimizer=keras.optimizers.Adam(tc.learning_rate),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer = keras.optimizers.Adam(tc.learning_rate)
+    classifier.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    decay = config.model.classifier_average
+    scored, callbacks = classifier, []
+    if decay:
+        scored = keras.models.clone_model(classifier)
+        scored.set_weights(classifier.get_weights())
+        callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: average_weights(
+            scored.weights, classifier.weights, decay, optimizer.iterations))]
 
     def predict(x):
-        return classifier.predict(x, batch_size=1000, verbose=0)
+        return scored.predict(x, batch_size=1000, verbose=0)
 
     start, best, best_weights, curve = time.perf_counter(), -1.0, None, []
     for epoch in range(1, epochs + 1):
-        classifier.fit(data, steps_per_epoch=per_epoch, epochs=1, verbose=0)
+        classifier.fit(data, steps_per_epoch=per_epoch, epochs=1, verbose=0, callbacks=callbacks)
         score = accuracy(predict, *validation)
         curve.append([epoch * per_epoch, score])
         if score > best:
-            best, best_weights = score, classifier.get_weights()
+            best, best_weights = score, scored.get_weights()
     seconds = time.perf_counter() - start
     last = accuracy(predict, *test)
-    classifier.set_weights(best_weights)
+    scored.set_weights(best_weights)
     return {"last": last, "best": accuracy(predict, *test), "validation": best, "minutes": seconds / 60,
             "curve": curve}
 
@@ -214,11 +225,13 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
               f"{t.learning_rate:g}, batch {t.batch_size}")
     weight = m.classifier_weight if args.classifier_weight is None else args.classifier_weight
     step = m.classifier_step if args.classifier_step is None else args.classifier_step
+    average = m.classifier_average if args.classifier_average is None else args.classifier_average
+    averaged = f", its weights averaged with decay {average:g} (the baseline's too)" if average else ""
     lines = [
         f"# Semi-supervised M2 on {args.dataset}: test accuracy of q(y | x) against the labels alone",
         "",
         f"M2 (`--task semi_supervised`, recipe `{Path(args.recipe).name}`: {recipe}; classifier weight "
-        f"{weight:g} per labelled image, classifier step {step}, the class as a plain one-hot) for about {args.steps:,} "
+        f"{weight:g} per labelled image, classifier step {step}{averaged}, the class as a plain one-hot) for about {args.steps:,} "
         "steps, the epoch kept whose q(y | x) is most accurate on the labelled validation images; against the "
         "same classifier network trained on the labels alone for the same steps, its epoch chosen on the same "
         "images. Last-epoch and best-validation test accuracies; mean ± std over the draws of the labelled "
@@ -258,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pyro_m2.toml"))
     parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
     parser.add_argument("--classifier-step", choices=("joint", "separate"), help="instead of the recipe's")
+    parser.add_argument("--classifier-average", type=float, help="instead of the recipe's")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
@@ -280,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {"dataset": args.dataset, "steps": args.steps, "recipe": load_recipe(args.recipe).record(),
                 "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels,
-                "classifier_step": args.classifier_step}
+                "classifier_step": args.classifier_step, "classifier_average": args.classifier_average}
     earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
         else {}
     runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []

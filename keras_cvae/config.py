@@ -237,6 +237,10 @@ class ModelConfig:
         "joint", "for `task` semi_supervised: joint, the classification term in each batch's loss; separate, a second "
         "step on it alone, on the classifier's weights (Pyro's --aux-loss)", parse=str, choices=CLASSIFIER_STEPS,
         used_when=(_semi_supervised, "`task` classes or completion"))
+    classifier_average: float = setting(
+        0.0, "for `task` semi_supervised: decay d of an exponential moving average of q(y|x)'s weights, which "
+        "validation, the epoch kept and exports use (0: off; 0.999 averages over about 1,000 steps)", parse=float,
+        used_when=(_semi_supervised, "`task` classes or completion"))
     condition_scale: float | None = setting(
         None, "factor on the condition vector before the built-in networks' dense layers (default 10 for `task` "
         "classes, 1, a plain one-hot, for semi_supervised)", parse=float,
@@ -284,6 +288,8 @@ class ModelConfig:
             raise ConfigError(f"`condition_scale` must be > 0, got {self.condition_scale}")
         if self.classifier_weight < 0:
             raise ConfigError(f"`classifier_weight` must be >= 0, got {self.classifier_weight}")
+        if not 0.0 <= self.classifier_average < 1.0:
+            raise ConfigError(f"`classifier_average` must be in [0, 1), got {self.classifier_average}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha}")
         units = self.resolved_hidden_units()

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from conftest import assert_keras_round_trip
-from keras_cvae.models.semi_supervised import SemiSupervisedCVAE, marginal_bound
+from keras_cvae.models.semi_supervised import SemiSupervisedCVAE, average_weights, marginal_bound
 
 tfd = tfp.distributions
 DATA = Path(__file__).parent / "data"
@@ -178,6 +178,49 @@ def test_a_separate_classifier_step_leaves_the_term_out_of_the_loss_and_takes_a_
         small_model(classifier_step="both")
 
 
+def test_the_weight_average_follows_the_live_weights_early_and_decays_at_d_later():
+    averaged, live = keras.Variable(np.zeros(3, "float32")), keras.Variable(np.full(3, 2.0, "float32"))
+    average_weights([averaged], [live], 0.99, tf.constant(0))  # rate min(0.99, 1/10) = 0.1
+    np.testing.assert_allclose(averaged.numpy(), 0.9 * 2.0, rtol=1e-6)
+    averaged.assign(np.zeros(3, "float32"))
+    average_weights([averaged], [live], 0.99, tf.constant(10_000))  # rate 0.99
+    np.testing.assert_allclose(averaged.numpy(), 0.01 * 2.0, rtol=1e-5)
+    with pytest.raises(ValueError):
+        average_weights([averaged], [live, live], 0.99, tf.constant(1))
+
+
+def test_the_averaged_classifier_is_q_outside_training_and_takes_in_each_step():
+    x = tf.constant(images(8))
+    labels = tf.constant(np.array([2, -1, 0, -1, -1, 1, -1, -1], "float32")[:, None])
+    plain = small_model()
+    assert plain.averaged_classifier is None and plain.get_config()["classifier_average"] == 0.0
+    model = small_model(classifier_average=0.9)
+    np.testing.assert_array_equal(model.classify(x), model.label_posterior(x, training=True).probs_parameter())
+    model.compile(optimizer="adam")
+    before = [w.numpy() for w in model.averaged_classifier.weights]
+    for _ in range(3):
+        model.train_step((x, labels))
+    live = [w.numpy() for w in model.classifier.weights]
+    after = [w.numpy() for w in model.averaged_classifier.weights]
+    assert all(not np.allclose(a, b) for a, b in zip(after, before)) and all(
+        not np.allclose(a, b) for a, b in zip(after, live))
+    # The step's update, replayed by hand from the weights after the third step.
+    step = float(model.optimizer.iterations) + 1
+    model.train_step((x, labels))
+    rate = min(0.9, (1 + step) / (10 + step))
+    for averaged, new_live, old in zip(model.averaged_classifier.weights, model.classifier.weights, after):
+        np.testing.assert_allclose(averaged.numpy(), rate * old + (1 - rate) * new_live.numpy(), rtol=1e-5, atol=1e-7)
+    # Outside training q(y | x) is the average's; in training, the live classifier's.
+    averaged_logits = model.averaged_classifier(x).numpy()
+    np.testing.assert_allclose(model.classify(x), softmax(averaged_logits, axis=1), atol=1e-6)
+    np.testing.assert_allclose(model.label_posterior(x, training=True).logits, model.classifier(x), atol=1e-6)
+    assert model.averaged_classifier.trainable_weights == []
+    assert all(w is not v for w in model.trainable_weights for v in model.averaged_classifier.weights)
+    assert SemiSupervisedCVAE.from_config(model.get_config()).classifier_average == 0.9
+    with pytest.raises(ValueError, match=r"classifier_average must be in \[0, 1\)"):
+        small_model(classifier_average=1.0)
+
+
 def test_the_class_enters_at_scale_one_and_the_scale_is_kept():
     model = small_model()
     assert model.condition_scale == 1.0 and model.get_config()["condition_scale"] == 1.0
@@ -215,3 +258,11 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 
     labels = np.array([0, -1, 1, -1, 2, -1, -1, -1] * 2, "float32")[:, None]
     assert_keras_round_trip(small_model(arch="conv"), images(16), labels, tmp_path / "m.keras", same_outputs)
+
+    def same_average(loaded, model):
+        same_outputs(loaded, model)
+        for restored, saved in zip(loaded.averaged_classifier.weights, model.averaged_classifier.weights, strict=True):
+            np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+
+    assert_keras_round_trip(small_model(classifier_average=0.99), images(16), labels, tmp_path / "a.keras",
+                            same_average)

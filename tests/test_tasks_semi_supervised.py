@@ -133,6 +133,7 @@ def blob_run(tmp_path_factory):
     config.train.epochs, config.train.batch_size, config.train.export = 3, 32, str(root / "export")
     # The epoch with the best q(y|x) accuracy on 6 labelled validation images is the one kept.
     config.train.early_stopping, config.train.monitor, config.data.validation_labels = 3, "val_accuracy", 6
+    config.model.classifier_average = 0.5  # q(y|x) outside training is the averaged classifier
     dataset = blob_dataset()
     return dataset, train(config, dataset, root / "run"), root
 
@@ -161,6 +162,8 @@ def test_a_run_exports_classify_and_evaluates_with_the_class_summed_out(blob_run
     assert probabilities.shape == (12, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(probabilities, result.model.classify(x), atol=1e-5)
+    live = keras.ops.softmax(result.model.classifier(x)).numpy()
+    assert np.abs(probabilities - live).max() > 1e-3  # the export classifies with the average, not the live weights
 
     # The importance-weighted bound on log p(x) is tighter than the marginal ELBO, and knowing the
     # class can gain at most ln K nats: log p(x) ≥ log p(y) + log p(x | y).

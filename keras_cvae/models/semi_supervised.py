@@ -24,6 +24,11 @@ The class enters both networks at `condition_scale` 1 (a plain one-hot, as in Ki
 code), not the fully labelled CVAE's 10: at 10, the bounds L(x, y) of an untrained model already
 differ by tens of nats between classes, and U(x) locks q(y | x) onto the decoder's arbitrary
 clusters before the labels can anchor it.
+
+With `classifier_average` d > 0, an exponential moving average of q(y | x)'s weights (Polyak
+averaging) is kept beside the trained classifier, and q(y | x) outside training (validation, the
+epoch kept, `classify`, exports) is the averaged network: the trained one's accuracy moves by a
+point or two from epoch to epoch at 100 labels, and the average smooths that noise out.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ CLASSIFIER_STEPS = ("joint", "separate")  # config.CLASSIFIER_STEPS
 # subset, 3,000 steps, benchmarks/results/semi_supervised/weight_sweep/); the paper's α is 54
 # here, Pyro's 46.
 DEFAULT_CLASSIFIER_WEIGHT = 1000.0
+AVERAGE_WARMUP = 10.0  # the decay at step t is min(d, (1 + t) / (AVERAGE_WARMUP + t))
+
+
+def average_weights(averaged: list, live: list, decay: float, step: tf.Tensor) -> None:
+    """averaged ← r·averaged + (1 − r)·live, r = min(`decay`, (1 + step)/(10 + step)): an exponential
+    moving average whose early steps follow the live weights (tf.train.ExponentialMovingAverage's
+    `num_updates`), so that no trace of the initial weights lingers in it."""
+    step = tf.cast(step, tf.float32)
+    rate = tf.minimum(decay, (1.0 + step) / (AVERAGE_WARMUP + step))
+    for target, source in zip(averaged, live, strict=True):
+        target.assign(rate * target + (1.0 - rate) * source)
 
 
 def marginal_bound(label_posterior: tfd.Categorical, per_class_elbo: tf.Tensor) -> tf.Tensor:
@@ -70,6 +86,9 @@ class SemiSupervisedCVAE(CVAE):
             "separate": each batch takes a second optimizer step on the classification term
             alone, on the classifier's weights, after the step on the bound (Pyro's SS-VAE
             `--aux-loss`). Defaults to "joint".
+        classifier_average: float. d in [0, 1): the decay of an exponential moving average of
+            q(y | x)'s weights, used outside training (module docstring); 0 turns it off.
+            Defaults to 0.
 
     The class enters the networks at `condition_scale` 1 unless given. A config without
     `condition_scale` is a keras_cvae 0.1 model's: its scale was 10 and its `classifier_weight`
@@ -84,7 +103,7 @@ class SemiSupervisedCVAE(CVAE):
 
     def __init__(self, *args, num_labeled: int = 1, num_train: int = 1,
                  classifier_weight: float = DEFAULT_CLASSIFIER_WEIGHT, classifier_step: str = "joint",
-                 **kwargs) -> None:
+                 classifier_average: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.conditional or len(self.conditions) != 1 or self.conditions[0].kind != CATEGORICAL:
             raise ValueError("the semi-supervised CVAE conditions on exactly one categorical condition, the class")
@@ -97,13 +116,21 @@ class SemiSupervisedCVAE(CVAE):
         if classifier_step not in CLASSIFIER_STEPS:
             raise ValueError(f"classifier_step must be one of {', '.join(CLASSIFIER_STEPS)}, got {classifier_step!r}")
         self.classifier_step = classifier_step
-        self.classifier = build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units,
-                                           activation=self.activation, kernel_initializer=self.initializer)
+        if not 0.0 <= classifier_average < 1.0:
+            raise ValueError(f"classifier_average must be in [0, 1), got {classifier_average}")
+        self.classifier_average = float(classifier_average)
+        self.classifier = self._build_classifier("classifier")
+        # The average starts from the classifier's initial weights; the first steps replace them.
+        self.averaged_classifier = self._build_classifier("averaged_classifier") if self.classifier_average else None
+        if self.averaged_classifier is not None:
+            self.averaged_classifier.trainable = False
+            self.averaged_classifier.set_weights(self.classifier.get_weights())
         self.trackers[ACCURACY] = keras.metrics.Mean(name=ACCURACY)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_labeled": self.num_labeled, "num_train": self.num_train,
-                "classifier_weight": self.classifier_weight, "classifier_step": self.classifier_step}
+                "classifier_weight": self.classifier_weight, "classifier_step": self.classifier_step,
+                "classifier_average": self.classifier_average}
 
     @classmethod
     def from_config(cls, config: dict) -> SemiSupervisedCVAE:
@@ -122,9 +149,14 @@ class SemiSupervisedCVAE(CVAE):
 
     # -- distributions over the class -------------------------------------------------------
 
+    def _build_classifier(self, name: str) -> keras.Model:
+        return build_classifier(self.image_shape, self.num_classes, self.arch, self.hidden_units, name=name,
+                                activation=self.activation, kernel_initializer=self.initializer)
+
     def label_posterior(self, images: tf.Tensor, training: bool = False) -> tfd.Categorical:
-        """q(y | x)."""
-        logits = self.classifier(tf.convert_to_tensor(images, tf.float32), training=training)
+        """q(y | x): the trained classifier in training, else its average where one is kept."""
+        network = self.classifier if training or self.averaged_classifier is None else self.averaged_classifier
+        logits = network(tf.convert_to_tensor(images, tf.float32), training=training)
         return tfd.Categorical(logits=tf.cast(logits, tf.float32))
 
     def label_prior(self) -> tfd.Categorical:
@@ -162,7 +194,8 @@ class SemiSupervisedCVAE(CVAE):
 
     def train_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The step on the loss; with `classifier_step` "separate", then a second step on the
-        classification term alone, on the classifier's weights (the first step's loss leaves it out)."""
+        classification term alone, on the classifier's weights (the first step's loss leaves it out);
+        then the classifier's average, where one is kept, takes in the new weights."""
         logs = super().train_step(data)
         if self.classifier_step == "separate":
             images, labels = self.unpack(data)
@@ -172,6 +205,9 @@ class SemiSupervisedCVAE(CVAE):
                 scaled_loss = self.optimizer.scale_loss(loss)
             variables = self.classifier.trainable_weights
             self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        if self.averaged_classifier is not None:
+            average_weights(self.averaged_classifier.weights, self.classifier.weights, self.classifier_average,
+                            self.optimizer.iterations)
         return logs
 
     def test_step(self, data: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:

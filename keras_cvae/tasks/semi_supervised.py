@@ -96,7 +96,8 @@ class SemiSupervisedTask(ClassesTask):
         return SemiSupervisedCVAE(**self.model_arguments(config, dataset), num_labeled=config.data.labeled,
                                   num_train=len(training_split(config, dataset)[0]),
                                   classifier_weight=config.model.classifier_weight,
-                                  classifier_step=config.model.classifier_step)
+                                  classifier_step=config.model.classifier_step,
+                                  classifier_average=config.model.classifier_average)
 
     def train_pipeline(self, images: np.ndarray, rows: np.ndarray, conditions: tuple[Condition, ...],
                        config: RunConfig, epoch: tf.Variable) -> tf.data.Dataset:
