@@ -141,6 +141,7 @@ def blob_run(tmp_path_factory):
 def test_a_run_exports_classify_and_evaluates_with_the_class_summed_out(blob_run):
     from keras_cvae.evaluation.estimators import (
         KerasBackend,
+        class_log_likelihoods,
         iw_log_likelihood,
         marginal_elbo_terms,
         marginal_iw_log_likelihood,
@@ -173,14 +174,30 @@ def test_a_run_exports_classify_and_evaluates_with_the_class_summed_out(blob_run
     assert log_px.mean() >= elbo.mean()
     log_px_given_y = iw_log_likelihood(backend, x, dataset.y_test[:12], 20, np.random.default_rng(2))
     assert log_px_given_y.mean() - log_px.mean() <= np.log(3) + 0.5
+    # Column y of the per-class estimates is class y's: the same draws give iw_log_likelihood's
+    # figure for that class, and log p(x) is their log-mean-exp.
+    per_class = class_log_likelihoods(backend, x, 20, np.random.default_rng(1))
+    np.testing.assert_allclose(np.logaddexp.reduce(per_class.astype("float64"), axis=1) - np.log(3),
+                               log_px, rtol=1e-6)
+    for label in range(3):
+        first_draws = np.random.default_rng(1)
+        for earlier in range(label):  # the classes before it use up the generator first
+            iw_log_likelihood(backend, x, np.full((12, 1), earlier, np.float32), 20, first_draws)
+        np.testing.assert_allclose(per_class[:, label],
+                                   iw_log_likelihood(backend, x, np.full((12, 1), label, np.float32), 20, first_draws),
+                                   rtol=1e-6)
 
     options = EvaluationOptions(dataset_name="blobs", model_name="export", iw_samples=2, limit=30)
     metrics = TASK.evaluate(client, dataset, root / "eval", options)
     assert metrics["task"] == "semi_supervised" and metrics["labeled"] == 9
+    generative = metrics["generative_test_accuracy"] * 30  # argmax_y p(x | y) on 30 test images
+    assert 0 <= generative <= 30 and generative == pytest.approx(round(generative))
     predicted = np.argmax(client.classify(dataset.x_test[:30].astype("float32") / 255.0), axis=1)
     assert metrics["test_accuracy"] == pytest.approx(np.mean(predicted == dataset.y_test[:30, 0]))
     assert metrics["test_nll_iw"] <= -metrics["test_elbo"] + 5.0  # K=2 on 30 images: a loose check
     assert (root / "eval" / "least_sure.png").is_file()
-    assert "q(y\\|x) accuracy on the test set (trained with 9 labels)" in (root / "eval" / "report.md").read_text()
+    report = (root / "eval" / "report.md").read_text()
+    assert "q(y\\|x) accuracy on the test set (trained with 9 labels)" in report
+    assert f"p(x\\|y) on the test set (K=2) | {metrics['generative_test_accuracy']:.4f} |" in report
     saved = json.loads((root / "eval" / "metrics.json").read_text())
     assert saved["test_accuracy"] == metrics["test_accuracy"]

@@ -184,15 +184,27 @@ def marginal_elbo_terms(backend: LabelModel, images: np.ndarray, rng: np.random.
     return {"reconstruction": reconstruction, "kl": -bound - reconstruction, "elbo": bound}
 
 
+def class_log_likelihoods(backend: LabelModel, images: np.ndarray, num_samples: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Per image and class, [N, K]: log p(x | y) for a semi-supervised model, each by `num_samples`
+    importance samples from q(z | x, y). With the uniform p(y), their argmax over y is the generative
+    model's own class posterior's choice, argmax_y p(y | x)."""
+    num_classes = len(backend.conditions[0].values)
+    return np.stack([iw_log_likelihood(backend, images, rows, num_samples, rng)
+                     for rows in _every_class(len(images), num_classes)], axis=1)
+
+
+def marginal_log_likelihood(class_log_likelihood: np.ndarray) -> np.ndarray:
+    """log p(x) = log Σ_y p(y) p(x | y), [N], from `class_log_likelihoods` [N, K] and the uniform p(y)."""
+    return log_mean_exp(class_log_likelihood, axis=1)
+
+
 def marginal_iw_log_likelihood(backend: LabelModel, images: np.ndarray, num_samples: int,
                                rng: np.random.Generator) -> np.ndarray:
     """Per-image estimate of log p(x) = log Σ_y p(y) p(x | y) for a semi-supervised model: the sum
     over classes exact, each p(x | y) by `num_samples` importance samples from q(z | x, y) (an
     unbiased estimate of p(x), so a bound in expectation, ≥ the marginal ELBO's)."""
-    num_classes = len(backend.conditions[0].values)
-    per_class = np.stack([iw_log_likelihood(backend, images, rows, num_samples, rng)
-                          for rows in _every_class(len(images), num_classes)])
-    return log_mean_exp(per_class, axis=0)  # p(y) = 1/K
+    return marginal_log_likelihood(class_log_likelihoods(backend, images, num_samples, rng))
 
 
 def conditional_nll(model, images: np.ndarray, num_samples: int) -> np.ndarray:

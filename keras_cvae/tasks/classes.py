@@ -253,7 +253,7 @@ class ClassesTask(Task):
         judge = judge_at(stem, dataset, options.dataset_name) if stem is not None else None
         rng = np.random.default_rng(options.seed)
 
-        terms, log_px = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
+        terms, log_px, derived = self._likelihoods(backend, x_test, y_test, options.iw_samples, rng)
         requests = sample_requests(backend.conditions, y_test, samples_per_class, rng)
         samples = generate_samples(backend, requests, rng)
         accuracy, error = judge.score(samples, requests) if judge is not None else ({}, {})
@@ -272,6 +272,7 @@ class ClassesTask(Task):
             "test_nll_iw_stderr": standard_error(log_px),
             "seed": int(options.seed),
             "dataset": dataset.source,
+            **derived,
         }
         if LIKELIHOODS[likelihood].discrete:
             # A probability mass over 8-bit values: −log2 p(x) per pixel and channel.
@@ -341,9 +342,11 @@ class ClassesTask(Task):
 
     @staticmethod
     def _likelihoods(backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray, iw_samples: int,
-                     rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per test image: the ELBO's terms and the importance-weighted log p(x | c)."""
-        return elbo_terms(backend, x_test, y_test, rng), iw_log_likelihood(backend, x_test, y_test, iw_samples, rng)
+                     rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+        """Per test image: the ELBO's terms and the importance-weighted log p(x | c); and the
+        metrics a task derives from those estimates (none here)."""
+        return (elbo_terms(backend, x_test, y_test, rng), iw_log_likelihood(backend, x_test, y_test, iw_samples, rng),
+                {})
 
     def _own_metrics(self, model: Any, backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray,
                      figures: Figures) -> dict[str, Any]:
