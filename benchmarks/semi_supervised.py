@@ -119,7 +119,7 @@ def labels_only(model, config, dataset, epochs: int, per_epoch: int, validation,
     if decay:
         scored = keras.models.clone_model(classifier)
         scored.set_weights(classifier.get_weights())
-        callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: average_weights(
+        callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: average_weights(
             scored.weights, classifier.weights, decay, optimizer.iterations))]
 
     def predict(x):
