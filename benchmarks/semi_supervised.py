@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import machine, machines, scratch_directory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+GENERATIVE_SAMPLES = 10  # K importance samples of z per class for the generative model's p(x | y)
 
 
 def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, scratch: Path):
@@ -148,9 +149,10 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
     """M2 trained into `m2_run_dir` (resumed if an earlier call left it unfinished, removed once
     the run is recorded), then the labels-only baseline at the same steps."""
     import keras
+    import numpy as np
     from timing import EpochTimer
 
-    from keras_cvae.evaluation.estimators import KerasBackend, classify
+    from keras_cvae.evaluation.estimators import KerasBackend, class_log_likelihoods, classify
     from keras_cvae.run_dir import RunDir
     from keras_cvae.training import train
 
@@ -169,10 +171,16 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
         backend = KerasBackend(model)
         return accuracy(lambda x: classify(backend, x), *test)
 
+    def generative_accuracy(model) -> float:
+        """How often the generative model's own p(y | x) ∝ p(x | y) picks the true test class."""
+        per_class = class_log_likelihoods(KerasBackend(model), test[0], GENERATIVE_SAMPLES, np.random.default_rng(seed))
+        return float(np.mean(np.argmax(per_class, axis=1) == test[1]))
+
     validation = validation_split(config, dataset)
     baseline = labels_only(result.model, config, dataset, epochs, per_epoch, validation, test)
     return {"labeled": labeled, "seed": seed, "epochs": epochs, "steps": epochs * per_epoch,
             "m2_last": m2_accuracy(last_model), "m2_best": m2_accuracy(result.model),
+            "generative_best": generative_accuracy(result.model),
             "m2_validation": float(best_row["val_accuracy"]), "m2_best_epoch": int(best_row["epoch"]),
             "m2_minutes": minutes, "baseline_last": baseline["last"], "baseline_best": baseline["best"],
             "baseline_validation": baseline["validation"], "baseline_minutes": baseline["minutes"],
@@ -240,16 +248,18 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
         "",
         f"{machines(runs, run_name)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
-        "| labels | draws | M2, best validation (its validation accuracy) | M2, last epoch | labels only, best "
+        "| labels | draws | M2, best validation (its validation accuracy) | M2, last epoch | the generative model's "
+        f"p(y \\| x) ∝ p(x \\| y) at M2's kept epoch (K = {GENERATIVE_SAMPLES}) | labels only, best "
         "validation | labels only, last | M2 − labels only (best validation) | validation labels | steps | "
         "M2 / labels-only wall (min) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for labeled in sorted({r["labeled"] for r in runs}):
         mine = [r for r in runs if r["labeled"] == labeled]
         lines.append(
             f"| {labeled} | {len(mine)} | {spread([r['m2_best'] for r in mine])} "
             f"({spread([r['m2_validation'] for r in mine])}) | {spread([r['m2_last'] for r in mine])} | "
+            f"{spread(generative) if (generative := [r['generative_best'] for r in mine if 'generative_best' in r]) else '—'} | "
             f"{spread([r['baseline_best'] for r in mine])} | {spread([r['baseline_last'] for r in mine])} | "
             f"{spread([r['m2_best'] - r['baseline_best'] for r in mine])} | {mine[0]['validation_labels']} | "
             f"{mine[0]['steps']:,} | {spread([r['m2_minutes'] for r in mine], 1)} / "

@@ -185,3 +185,16 @@ def test_the_labels_only_baseline_averages_its_weights_as_m2_does():
     # A decay of 1e-6 keeps the average on the live weights: scored on it, the baseline is scored
     # as without an average (and not on the clone's initial weights).
     assert results[1e-6] | {"minutes": 0} == results[0.0] | {"minutes": 0}
+
+
+def test_the_semi_supervised_table_gives_the_generative_accuracy_where_a_run_measured_it():
+    semi_supervised = benchmark("semi_supervised")
+    run = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
+           "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
+           "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "1 of the 2 CPU cores"}
+    args = argparse.Namespace(recipe=str(REPO_ROOT / "recipes" / "pyro_m2.toml"), classifier_weight=None,
+                              classifier_step=None, classifier_average=None, dataset="fashion_mnist", steps=25000)
+    assert "| 100 | 1 | 0.720 (0.750) | 0.710 | — | 0.700 |" in semi_supervised.markdown([run], args)
+    measured = [run | {"generative_best": 0.705}, run | {"seed": 1, "generative_best": 0.715}]
+    assert "| 100 | 2 | 0.720 ± 0.000 (0.750 ± 0.000) | 0.710 ± 0.000 | 0.710 ± 0.005 | 0.700 ± 0.000 |" in \
+        semi_supervised.markdown(measured, args)
