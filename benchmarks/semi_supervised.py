@@ -152,7 +152,12 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
     import numpy as np
     from timing import EpochTimer
 
-    from keras_cvae.evaluation.estimators import KerasBackend, class_log_likelihoods, classify
+    from keras_cvae.evaluation.estimators import (
+        KerasBackend,
+        class_log_likelihoods,
+        classify,
+        generative_accuracy,
+    )
     from keras_cvae.run_dir import RunDir
     from keras_cvae.training import train
 
@@ -171,16 +176,12 @@ def one_run(args, labeled: int, seed: int, dataset, scratch: Path, test) -> dict
         backend = KerasBackend(model)
         return accuracy(lambda x: classify(backend, x), *test)
 
-    def generative_accuracy(model) -> float:
-        """How often the generative model's own p(y | x) ∝ p(x | y) picks the true test class."""
-        per_class = class_log_likelihoods(KerasBackend(model), test[0], GENERATIVE_SAMPLES, np.random.default_rng(seed))
-        return float(np.mean(np.argmax(per_class, axis=1) == test[1]))
-
     validation = validation_split(config, dataset)
     baseline = labels_only(result.model, config, dataset, epochs, per_epoch, validation, test)
     return {"labeled": labeled, "seed": seed, "epochs": epochs, "steps": epochs * per_epoch,
             "m2_last": m2_accuracy(last_model), "m2_best": m2_accuracy(result.model),
-            "generative_best": generative_accuracy(result.model),
+            "generative_best": generative_accuracy(class_log_likelihoods(
+                KerasBackend(result.model), test[0], GENERATIVE_SAMPLES, np.random.default_rng(seed)), test[1]),
             "m2_validation": float(best_row["val_accuracy"]), "m2_best_epoch": int(best_row["epoch"]),
             "m2_minutes": minutes, "baseline_last": baseline["last"], "baseline_best": baseline["best"],
             "baseline_validation": baseline["validation"], "baseline_minutes": baseline["minutes"],

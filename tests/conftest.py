@@ -82,6 +82,27 @@ def write_class_folders(root: Path, images: np.ndarray, labels: np.ndarray, name
     return root
 
 
+def blobs(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes a model can tell apart: a bright square in a class-specific corner."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = rng.integers(0, 40, (count, 28, 28, 1)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        top, left = [(2, 2), (2, 16), (16, 9)][label]
+        images[i, top:top + 10, left:left + 10] = 230
+    return images, labels
+
+
+def blob_dataset(count: int = 300):
+    """`blobs` as a LoadedDataset: `count` training images, 60 test images."""
+    from keras_cvae.data import LoadedDataset
+
+    images, labels = blobs(count)
+    test_images, test_labels = blobs(60, seed=1)
+    return LoadedDataset.from_labels(images, labels, test_images, test_labels, class_names=("nw", "ne", "s"),
+                                     source="blobs")
+
+
 @pytest.fixture
 def tiny_arrays():
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, blob_dataset
 
 
 def benchmark(name: str):
@@ -158,24 +158,14 @@ def test_a_benchmarks_scratch_directory_is_removed_when_it_exits(tmp_path):
 
 
 def test_the_labels_only_baseline_averages_its_weights_as_m2_does():
-    import numpy as np
-
     from keras_cvae.config import RunConfig
-    from keras_cvae.data import LoadedDataset
     from keras_cvae.models.semi_supervised import SemiSupervisedCVAE
 
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 120)
-    images = rng.integers(0, 40, (120, 28, 28, 1)).astype(np.uint8)
-    for i, label in enumerate(labels):  # a bright square in a class-specific corner
-        top, left = [(2, 2), (2, 16), (16, 9)][label]
-        images[i, top:top + 10, left:left + 10] = 230
-    dataset = LoadedDataset.from_labels(images, labels, images[:30], labels[:30], class_names=("nw", "ne", "s"),
-                                        source="blobs")
+    dataset = blob_dataset(120)
     config = RunConfig()
     config.data.task, config.data.labeled, config.train.batch_size = "semi_supervised", 9, 16
     model = SemiSupervisedCVAE(num_classes=3, latent_dim=2, hidden_units=(8,), num_labeled=9, num_train=100)
-    split = (images[:30].astype("float32") / 255.0, labels[:30])
+    split = (dataset.x_test[:30].astype("float32") / 255.0, dataset.y_test[:30, 0])
     semi_supervised = benchmark("semi_supervised")
     results = {}
     for decay in (0.0, 1e-6, 0.9):

@@ -9,33 +9,15 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import project_lines, run_cli, write_idx_folder
+from conftest import blob_dataset, blobs, project_lines, run_cli, write_idx_folder
 from keras_cvae.config import RunConfig
-from keras_cvae.data import LoadedDataset, make_mixed_pipeline
+from keras_cvae.data import make_mixed_pipeline
 from keras_cvae.errors import DataError, UsageError
 from keras_cvae.run_dir import RunDir
 from keras_cvae.tasks import get_task
 from keras_cvae.tasks.semi_supervised import labeled_per_batch, select_labeled
 
 TASK = get_task("semi_supervised")
-
-
-def blobs(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Three classes a model can tell apart: a bright square in a class-specific corner."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, count)
-    images = rng.integers(0, 40, (count, 28, 28, 1)).astype(np.uint8)
-    for i, label in enumerate(labels):
-        top, left = [(2, 2), (2, 16), (16, 9)][label]
-        images[i, top:top + 10, left:left + 10] = 230
-    return images, labels
-
-
-def blob_dataset(count: int = 300) -> LoadedDataset:
-    images, labels = blobs(count)
-    test_images, test_labels = blobs(60, seed=1)
-    return LoadedDataset.from_labels(images, labels, test_images, test_labels, class_names=("nw", "ne", "s"),
-                                     source="blobs")
 
 
 def semi_config(labeled: int, **data) -> RunConfig:

@@ -194,6 +194,12 @@ def class_log_likelihoods(backend: LabelModel, images: np.ndarray, num_samples: 
                      for rows in _every_class(len(images), num_classes)], axis=1)
 
 
+def generative_accuracy(class_log_likelihood: np.ndarray, classes: np.ndarray) -> float:
+    """How often argmax_y p(x | y), from `class_log_likelihoods` [N, K], is the true class [N]:
+    the accuracy of the generative model's own p(y | x) under the uniform p(y)."""
+    return float(np.mean(np.argmax(class_log_likelihood, axis=1) == np.asarray(classes).astype(int)))
+
+
 def marginal_log_likelihood(class_log_likelihood: np.ndarray) -> np.ndarray:
     """log p(x) = log Σ_y p(y) p(x | y), [N], from `class_log_likelihoods` [N, K] and the uniform p(y)."""
     return log_mean_exp(class_log_likelihood, axis=1)

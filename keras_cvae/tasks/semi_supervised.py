@@ -23,6 +23,7 @@ from keras_cvae.evaluation.estimators import (
     ClassModel,
     class_log_likelihoods,
     classify,
+    generative_accuracy,
     marginal_elbo_terms,
     marginal_log_likelihood,
 )
@@ -146,8 +147,8 @@ class SemiSupervisedTask(ClassesTask):
         estimates, picks the true class: q(y | x) learns from the unlabelled images by following it."""
         terms = marginal_elbo_terms(backend, x_test, rng)
         per_class = class_log_likelihoods(backend, x_test, iw_samples, rng)
-        correct = np.argmax(per_class, axis=1) == y_test[:, 0].astype(int)
-        return terms, marginal_log_likelihood(per_class), {"generative_test_accuracy": float(correct.mean())}
+        return (terms, marginal_log_likelihood(per_class),
+                {"generative_test_accuracy": generative_accuracy(per_class, y_test[:, 0])})
 
     def _own_metrics(self, model: Any, backend: ClassModel, x_test: np.ndarray, y_test: np.ndarray,
                      figures: Figures) -> dict[str, Any]:
