@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine, machines, scratch_directory  # noqa: E402
 
+from keras_cvae.config import LIKELIHOODS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 GENERATIVE_SAMPLES = 10  # K importance samples of z per class for the generative model's p(x | y)
 
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
     parser.add_argument("--classifier-step", choices=("joint", "separate"), help="instead of the recipe's")
     parser.add_argument("--classifier-average", type=float, help="instead of the recipe's")
-    parser.add_argument("--likelihood", help="instead of the recipe's (gaussian for latent_features.py's data)")
+    parser.add_argument("--likelihood", choices=LIKELIHOODS,
+                        help="instead of the recipe's (gaussian for latent_features.py's data)")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
