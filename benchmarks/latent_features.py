@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 RANGE_PERCENTILES = (0.5, 99.5)  # the span of a unit scaled to [0, 1]; the tails beyond are clipped
 
 
-def posterior_means(model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """E_q[z | x, c] of every image [N, L], for 8-bit images [N, H, W, C] and their condition rows."""
-    from keras_cvae.evaluation.estimators import KerasBackend, posterior_moments
+def posterior_means(backend, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """E_q[z | x, c] of every image [N, L], for 8-bit images [N, H, W, C] and their condition rows,
+    from a model behind `estimators.KerasBackend`."""
+    from keras_cvae.evaluation.estimators import posterior_moments
 
-    return posterior_moments(KerasBackend(model), images.astype("float32") / 255.0, labels)[0]
+    return posterior_moments(backend, images.astype("float32") / 255.0, labels)[0]
 
 
 def as_images(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from keras_cvae.atomic import atomic_path
     from keras_cvae.data import load_dataset
+    from keras_cvae.evaluation.estimators import KerasBackend
     from keras_cvae.models.cvae import CVAE  # also registers every class a keras_cvae file names
 
     model = keras.saving.load_model(args.model, safe_mode=True)
@@ -73,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset, args.data_dir)
     print(f"Encoding {len(dataset.x_train):,} training and {len(dataset.x_test):,} test images with {args.model}",
           flush=True)
-    train, test, active = as_images(posterior_means(model, dataset.x_train, dataset.y_train),
-                                    posterior_means(model, dataset.x_test, dataset.y_test))
+    backend = KerasBackend(model)  # one compiled encoder for both splits
+    train, test, active = as_images(posterior_means(backend, dataset.x_train, dataset.y_train),
+                                    posterior_means(backend, dataset.x_test, dataset.y_test))
     labels = {"y_train": dataset.y_train[:, 0].astype(np.uint8), "y_test": dataset.y_test[:, 0].astype(np.uint8)}
     with atomic_path(args.output) as path:
         np.savez(path, x_train=train, x_test=test, **labels)

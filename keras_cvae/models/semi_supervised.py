@@ -54,7 +54,7 @@ AVERAGE_WARMUP = 10.0  # the decay at step t is min(d, (1 + t) / (AVERAGE_WARMUP
 
 
 def average_weights(averaged: list, live: list, decay: float, step: tf.Tensor) -> None:
-    """averaged ← r·averaged + (1 − r)·live, r = min(`decay`, (1 + step)/(10 + step)): an exponential
+    """averaged ← r·averaged + (1 − r)·live, r = min(`decay`, (1 + step)/(AVERAGE_WARMUP + step)): an exponential
     moving average whose early steps follow the live weights (tf.train.ExponentialMovingAverage's
     `num_updates`), so that no trace of the initial weights lingers in it."""
     step = tf.cast(step, tf.float32)
