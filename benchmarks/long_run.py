@@ -20,9 +20,9 @@ resumes from the run dir's newest checkpoint (`train(..., resume=True)`, which a
 early stopping's best epoch and patience), and a milestone already in --output's long_run.json is
 not measured again. A run dir under benchmarks/results/ travels with the repository when its
 config.json, history.csv and its newest and best checkpoints are committed (its samples/ are
-ignored), so a fresh clone resumes it too. The training hours are the sum of the epochs' wall times, which
---output/epoch_seconds.json keeps across sessions. Writes long_run.json and long_run.md to
---output after every milestone.
+ignored), so a fresh clone resumes it too. The training hours are the sum of the epochs' wall
+times, which --output/epoch_seconds.json keeps across sessions with the machine that trained each
+epoch. Writes long_run.json and long_run.md to --output after every milestone.
 """
 
 from __future__ import annotations
@@ -115,9 +115,18 @@ def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
                     "class-conditional model is the better model of x as well, as the mixture (1/10) Σ_y p(x | y)."]
 
 
-def stage_name(row: dict) -> str:
-    """A milestone's stage as the machine line names it: a long run's stages may run on several machines."""
-    return f"the stage to epoch {row['epochs']:,}"
+def measured_at(row: dict) -> str:
+    """A milestone as the machine line names it: a long run's sessions may run on several machines."""
+    return f"the test NLL at epoch {row['epochs']:,}"
+
+
+def machine_lines(result: dict) -> str:
+    """Where the epochs trained (the time columns) and where each milestone's test NLL was measured."""
+    measured = machines(result["milestones"], measured_at, caveat="")
+    if "trained_on" not in result:
+        return measured
+    return (f"Epochs trained on {result['trained_on']}; the time columns cover epochs 1 to the row's, so they "
+            f"compare only where one machine trained them. {measured}")
 
 
 def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None = None) -> str:
@@ -134,7 +143,7 @@ def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None 
         f"test images. Training hours are the sum of the epochs' wall times. Command: "
         f"`python benchmarks/long_run.py {' '.join(args.argv)}` (run again, it resumes).",
         "",
-        f"{machines(rows, stage_name)} Written {datetime.datetime.now().date().isoformat()}.",
+        f"{machine_lines(result)} Written {datetime.datetime.now().date().isoformat()}.",
         "",
         f"| epochs trained | best epoch | its validation −ELBO | test {figure.replace('|', PIPE)} (nats) | training hours | s per epoch |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier = json.loads((output / "long_run.json").read_text()) if (output / "long_run.json").exists() else {}
     rows = earlier.get("milestones", []) if all(earlier.get(k) == v for k, v in settings.items()) else []
     settings["conditional"] = recipe.model.conditional  # follows from the recipe: not compared
-    timer = EpochTimer(output / "epoch_seconds.json")
+    timer = EpochTimer(output / "epoch_seconds.json", machine())
     print(f"Training {args.recipe} (seed {args.seed}) into {args.run_dir} up to {cap:,} epochs; the test {figure} "
           f"(K = {args.iw_samples:,}, {len(x_test):,} images) after epochs {', '.join(map(str, plan))} "
           "or where early stopping ends it.", flush=True)
@@ -234,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                      "evaluate_minutes": (time.perf_counter() - start) / 60, "machine": machine()})
         print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test {figure} "
               f"{rows[-1]['test_nll']:.2f}", flush=True)
+        settings["trained_on"] = timer.trained_on(epochs)  # follows from the epochs: not compared
         atomic_write_text(output / "long_run.json", json.dumps({**settings, "milestones": rows}, indent=2) + "\n")
         atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args, unconditional))
         if rows[-1]["stopped"]:

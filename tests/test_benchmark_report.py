@@ -114,6 +114,33 @@ def test_epoch_times_kept_by_an_earlier_session_add_up_to_the_epochs_trained(tmp
     timer = timing.EpochTimer(tmp_path / "epoch_seconds.json")
     assert timer.first_epochs(3) == [2.0, 3.0, 4.0]
     assert timer.first_epochs(5) == [2.0, 3.0, 4.0, 9.0]
+    assert timer.trained_on(3) == "not recorded: epochs 1–3"
+
+
+def test_each_epoch_stays_with_the_machine_that_trained_it_across_sessions(tmp_path):
+    timing = benchmark("timing")
+    path = tmp_path / "epoch_seconds.json"
+    path.write_text('{"1": 2.0, "2": 3.0}')  # seconds alone: machines not recorded
+    for machine, epochs in (("A", range(2, 5)), ("B", range(4, 6)), ("A", range(6, 7))):
+        timer = timing.EpochTimer(path, machine)  # a new session resumes the run after its last epoch
+        for epoch in epochs:
+            timer.on_epoch_begin(epoch)
+            timer.on_epoch_end(epoch)
+    kept = timing.EpochTimer(path)
+    assert sorted(kept.seconds) == [1, 2, 3, 4, 5, 6, 7]
+    assert kept.trained_on(7) == "not recorded: epochs 1–2; A: epochs 3–4, 7; B: epochs 5–6"
+    assert kept.trained_on(4) == "not recorded: epochs 1–2; A: epochs 3–4"
+
+
+def test_a_long_runs_machine_lines_say_where_the_epochs_trained_and_where_each_figure_was_measured():
+    long_run = benchmark("long_run")
+    row = {"stopped": False, "best_val_elbo": -230.0, "train_hours": 1.0, "seconds_per_epoch": 7.0}
+    result = {"milestones": [{**row, "epochs": 100, "machine": "A"}, {**row, "epochs": 500, "machine": "B"}]}
+    assert long_run.machine_lines(result) == ("Machines: A: the test NLL at epoch 100; "
+                                              "B: the test NLL at epoch 500.")
+    result["trained_on"] = "A: epochs 1–500"
+    assert long_run.machine_lines(result).startswith("Epochs trained on A: epochs 1–500; the time columns ")
+    assert long_run.machine_lines(result).endswith(" B: the test NLL at epoch 500.")
 
 
 def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_log_p_x_at_equal_epochs():
