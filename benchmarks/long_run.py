@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine, machines  # noqa: E402
+from quality import machine  # noqa: E402
 
 # The published test NLL each recipe's protocol reproduces (Norouzi et al. 2020, Table 1,
 # dynamically binarized Fashion-MNIST, MLP).
@@ -115,18 +115,17 @@ def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
                     "class-conditional model is the better model of x as well, as the mixture (1/10) Σ_y p(x | y)."]
 
 
-def measured_at(row: dict) -> str:
-    """A milestone as the machine line names it: a long run's sessions may run on several machines."""
-    return f"the test NLL at epoch {row['epochs']:,}"
-
-
 def machine_lines(result: dict) -> str:
-    """Where the epochs trained (the time columns) and where each milestone's test NLL was measured."""
-    measured = machines(result["milestones"], measured_at, caveat="")
-    if "trained_on" not in result:
-        return measured
-    return (f"Epochs trained on {result['trained_on']}; the time columns cover epochs 1 to the row's, so they "
-            f"compare only where one machine trained them. {measured}")
+    """Where the epochs trained (the time columns) and where each milestone's test NLL was measured:
+    a long run's sessions may run on several machines."""
+    measured: dict[str, list[str]] = {}
+    for row in result["milestones"]:
+        measured.setdefault(row.get("machine", "not recorded"), []).append(f"{row['epochs']:,}")
+    where = "; ".join(f"{name}: epochs {', '.join(epochs)}" for name, epochs in measured.items())
+    trained = f"Epochs trained on {result['trained_on']}." if "trained_on" in result else \
+        "The machine of each epoch is not recorded."
+    return (f"{trained} The time columns cover epochs 1 to the row's, so they compare only where one machine "
+            f"trained them. The test NLL of each milestone measured on {where}.")
 
 
 def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None = None) -> str:
