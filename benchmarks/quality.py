@@ -82,16 +82,15 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def machines(runs: list[dict], name: Callable[[dict], str] = lambda run: f"{run['model']} seed {run['seed']}",
-             caveat: str = " (the time columns compare only within one)") -> str:
+def machines(runs: list[dict], name: Callable[[dict], str] = lambda run: f"{run['model']} seed {run['seed']}") -> str:
     """The machines the runs were measured on (each run's "machine"), in words: one, or each
-    with the runs measured there, as `name` calls them, after `caveat`."""
+    with the runs measured there, as `name` calls them."""
     by_machine: dict[str, list[str]] = {}
     for run in runs:
         by_machine.setdefault(run.get("machine", "not recorded"), []).append(name(run))
     if len(by_machine) == 1:
         return f"Machine: {next(iter(by_machine))}."
-    return f"Machines{caveat}: " + "; ".join(
+    return "Machines (the time columns compare only within one): " + "; ".join(
         f"{name}: {', '.join(names)}" for name, names in by_machine.items()) + "."
 
 
