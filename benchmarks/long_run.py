@@ -125,7 +125,7 @@ def machine_lines(result: dict) -> str:
     trained = f"Epochs trained on {result['trained_on']}." if "trained_on" in result else \
         "The machine of each epoch is not recorded."
     return (f"{trained} The time columns cover epochs 1 to the row's, so they compare only where one machine "
-            f"trained them. The test NLL of each milestone measured on {where}.")
+            f"trained them. The test NLL of each milestone was measured on {where}.")
 
 
 def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None = None) -> str:

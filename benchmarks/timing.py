@@ -55,7 +55,7 @@ class EpochTimer(keras.callbacks.Callback):
 
     def trained_on(self, epochs: int) -> str:
         """Which machine trained each of epochs 1 to `epochs`, in words: each machine with its runs
-        of consecutive epochs, in the order they were trained."""
+        of consecutive epochs, in epoch order."""
         spans: list[tuple[str, int, int]] = []
         for epoch in range(1, epochs + 1):
             name = self.machines.get(epoch, "not recorded")

@@ -139,7 +139,7 @@ def test_a_long_runs_machine_lines_say_where_the_epochs_trained_and_where_each_f
                              {**row, "epochs": 1500, "machine": "B"}], "trained_on": "A: epochs 1–1,400"}
     text = long_run.machine_lines(result)
     assert text.startswith("Epochs trained on A: epochs 1–1,400. ")
-    assert text.endswith(" measured on A: epochs 100, 200; B: epochs 1,500.")
+    assert text.endswith(" was measured on A: epochs 100, 200; B: epochs 1,500.")
     del result["trained_on"]  # a long_run.json written before the epochs' machines were kept
     assert long_run.machine_lines(result).startswith("The machine of each epoch is not recorded. ")
 
