@@ -152,7 +152,8 @@ def markdown(result: dict, args: argparse.Namespace, unconditional: dict | None 
                      f"{-row['best_val_elbo']:.2f} | {row['test_nll']:.2f} | {row['train_hours']:.2f} | "
                      f"{row['seconds_per_epoch']:.1f} |")
     if end_row(result) is None:
-        lines += ["", f"The run has not ended: it goes on from epoch {rows[-1]['epochs']:,} when the command runs again."]
+        lines += ["", f"The run has not ended: it has trained past epoch {rows[-1]['epochs']:,}, and the command goes "
+                  "on from the run dir's newest checkpoint when it runs again."]
     if unconditional is not None:
         lines += class_gain(result, unconditional, args.unconditional)
     if published is not None:

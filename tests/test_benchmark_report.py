@@ -168,6 +168,8 @@ def test_a_class_conditional_long_run_reports_log_p_x_given_y_beside_the_vaes_lo
     assert "| the end: 150 and 607 | 229.07 | 228.00 | 1.07 |" in long_run.markdown(at_cap, args, vae)
     early = {**cvae, "milestones": cvae["milestones"][1:]}
     assert "No epoch measured by both yet." in long_run.markdown(early, args, vae)
+    assert "goes on from the run dir's newest checkpoint" in text
+    assert "goes on from the run dir's newest checkpoint" not in long_run.markdown(ended, args, vae)
     assert "| test −log p(x) (nats) |" in long_run.markdown({**cvae, "conditional": False}, args)
 
 
