@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -56,14 +57,9 @@ class EpochTimer(keras.callbacks.Callback):
     def trained_on(self, epochs: int) -> str:
         """Which machine trained each of epochs 1 to `epochs`, in words: each machine with its runs
         of consecutive epochs, in epoch order."""
-        spans: list[tuple[str, int, int]] = []
-        for epoch in range(1, epochs + 1):
-            name = self.machines.get(epoch, "not recorded")
-            if spans and spans[-1][0] == name:
-                spans[-1] = (name, spans[-1][1], epoch)
-            else:
-                spans.append((name, epoch, epoch))
         by_machine: dict[str, list[str]] = {}
-        for name, first, last in spans:
+        for name, run in itertools.groupby(range(1, epochs + 1), lambda e: self.machines.get(e, "not recorded")):
+            first, *rest = run
+            last = rest[-1] if rest else first
             by_machine.setdefault(name, []).append(f"{first:,}" if first == last else f"{first:,}–{last:,}")
         return "; ".join(f"{name}: epochs {', '.join(runs)}" for name, runs in by_machine.items())
