@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import machine  # noqa: E402
+from quality import by_machine, machine  # noqa: E402
 
 # The published test NLL each recipe's protocol reproduces (Norouzi et al. 2020, Table 1,
 # dynamically binarized Fashion-MNIST, MLP).
@@ -118,10 +118,7 @@ def class_gain(result: dict, unconditional: dict, source: str) -> list[str]:
 def machine_lines(result: dict) -> str:
     """Where the epochs trained (the time columns) and where each milestone's test NLL was measured:
     a long run's sessions may run on several machines."""
-    measured: dict[str, list[str]] = {}
-    for row in result["milestones"]:
-        measured.setdefault(row.get("machine", "not recorded"), []).append(f"{row['epochs']:,}")
-    where = "; ".join(f"{name}: epochs {', '.join(epochs)}" for name, epochs in measured.items())
+    where = by_machine(((row.get("machine"), f"{row['epochs']:,}") for row in result["milestones"]), "epochs ")
     trained = f"Epochs trained on {result['trained_on']}." if "trained_on" in result else \
         "The machine of each epoch is not recorded."
     return (f"{trained} The time columns cover epochs 1 to the row's, so they compare only where one machine "
@@ -243,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                      "evaluate_minutes": (time.perf_counter() - start) / 60, "machine": machine()})
         print(f"   epoch {epochs:,}: best epoch {best['epoch']:,}, test {figure} "
               f"{rows[-1]['test_nll']:.2f}", flush=True)
-        settings["trained_on"] = timer.trained_on(epochs)  # follows from the epochs: not compared
+        settings["trained_on"] = by_machine(timer.trained_on(epochs), "epochs ")  # follows from the epochs: not compared
         atomic_write_text(output / "long_run.json", json.dumps({**settings, "milestones": rows}, indent=2) + "\n")
         atomic_write_text(output / "long_run.md", markdown({**settings, "milestones": rows}, args, unconditional))
         if rows[-1]["stopped"]:

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,16 +82,23 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
+def by_machine(labelled: Iterable[tuple[str | None, str]], what: str = "") -> str:
+    """Labels grouped by the machine each was measured on, in words ("A: epochs 1, 2; B: epochs 3"
+    with `what` "epochs "): machines in the order they first appear, a label without one (None) under
+    "not recorded"."""
+    grouped: dict[str, list[str]] = {}
+    for name, label in labelled:
+        grouped.setdefault(name or "not recorded", []).append(label)
+    return "; ".join(f"{name}: {what}{', '.join(labels)}" for name, labels in grouped.items())
+
+
 def machines(runs: list[dict], name: Callable[[dict], str] = lambda run: f"{run['model']} seed {run['seed']}") -> str:
     """The machines the runs were measured on (each run's "machine"), in words: one, or each
     with the runs measured there, as `name` calls them."""
-    by_machine: dict[str, list[str]] = {}
-    for run in runs:
-        by_machine.setdefault(run.get("machine", "not recorded"), []).append(name(run))
-    if len(by_machine) == 1:
-        return f"Machine: {next(iter(by_machine))}."
-    return "Machines (the time columns compare only within one): " + "; ".join(
-        f"{name}: {', '.join(names)}" for name, names in by_machine.items()) + "."
+    if len({run.get("machine") for run in runs}) == 1:
+        return f"Machine: {runs[0].get('machine') or 'not recorded'}."
+    return ("Machines (the time columns compare only within one): "
+            + by_machine((run.get("machine"), name(run)) for run in runs) + ".")
 
 
 def markdown(result: dict, args: argparse.Namespace) -> str:

@@ -54,12 +54,11 @@ class EpochTimer(keras.callbacks.Callback):
         after a later epoch's crash trains that epoch again, and its time is the new one)."""
         return [self.seconds[e] for e in range(1, epochs + 1) if e in self.seconds]
 
-    def trained_on(self, epochs: int) -> str:
-        """Which machine trained each of epochs 1 to `epochs`, in words: each machine with its runs
-        of consecutive epochs, in epoch order."""
-        by_machine: dict[str, list[str]] = {}
-        for name, run in itertools.groupby(range(1, epochs + 1), lambda e: self.machines.get(e, "not recorded")):
+    def trained_on(self, epochs: int) -> list[tuple[str | None, str]]:
+        """Which machine trained each of epochs 1 to `epochs`: each run of consecutive epochs on one
+        machine ("3–4", or "7" alone) with that machine (None where it is not recorded), in epoch order."""
+        spans = []
+        for name, run in itertools.groupby(range(1, epochs + 1), self.machines.get):
             first, *rest = run
-            last = rest[-1] if rest else first
-            by_machine.setdefault(name, []).append(f"{first:,}" if first == last else f"{first:,}–{last:,}")
-        return "; ".join(f"{name}: epochs {', '.join(runs)}" for name, runs in by_machine.items())
+            spans.append((name, f"{first:,}" if not rest else f"{first:,}–{rest[-1]:,}"))
+        return spans

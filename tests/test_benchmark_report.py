@@ -114,7 +114,7 @@ def test_epoch_times_kept_by_an_earlier_session_add_up_to_the_epochs_trained(tmp
     timer = timing.EpochTimer(tmp_path / "epoch_seconds.json")
     assert timer.first_epochs(3) == [2.0, 3.0, 4.0]
     assert timer.first_epochs(5) == [2.0, 3.0, 4.0, 9.0]
-    assert timer.trained_on(3) == "not recorded: epochs 1–3"
+    assert timer.trained_on(3) == [(None, "1–3")]
 
 
 def test_each_epoch_stays_with_the_machine_that_trained_it_across_sessions(tmp_path):
@@ -128,8 +128,11 @@ def test_each_epoch_stays_with_the_machine_that_trained_it_across_sessions(tmp_p
             timer.on_epoch_end(epoch)
     kept = timing.EpochTimer(path)
     assert sorted(kept.seconds) == [1, 2, 3, 4, 5, 6, 7]
-    assert kept.trained_on(7) == "not recorded: epochs 1–2; A: epochs 3–4, 7; B: epochs 5–6"
-    assert kept.trained_on(4) == "not recorded: epochs 1–2; A: epochs 3–4"
+    assert kept.trained_on(7) == [(None, "1–2"), ("A", "3–4"), ("B", "5–6"), ("A", "7")]
+    assert kept.trained_on(4) == [(None, "1–2"), ("A", "3–4")]
+    quality = benchmark("quality")
+    assert quality.by_machine(kept.trained_on(7), "epochs ") == \
+        "not recorded: epochs 1–2; A: epochs 3–4, 7; B: epochs 5–6"
 
 
 def test_a_long_runs_machine_lines_say_where_the_epochs_trained_and_where_each_figure_was_measured():
