@@ -46,26 +46,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import machine, machines, scratch_directory  # noqa: E402
 
-from keras_cvae.config import LIKELIHOODS  # noqa: E402
+from keras_cvae.cli.common import add_config_flags, apply_settings, given_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATIVE_SAMPLES = 10  # K importance samples of z per class for the generative model's p(x | y)
+# The recipe's settings this benchmark's flags may replace, with `keras-cvae train`'s flags and help
+# (`--likelihood gaussian` for latent_features.py's data).
+RECIPE_OVERRIDES = ("classifier_weight", "classifier_step", "classifier_average", "likelihood")
 
 
-def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, scratch: Path):
+def recipe_config(args: argparse.Namespace):
+    """--recipe's run configuration with the RECIPE_OVERRIDES given on the command line in its place."""
     from keras_cvae.recipes import load_recipe
 
     config = load_recipe(args.recipe).config()
+    apply_settings(config, given_settings(args))
+    return config
+
+
+def run_config(args: argparse.Namespace, labeled: int, seed: int, epochs: int, scratch: Path):
+    config = recipe_config(args)
     config.data.dataset, config.data.data_dir, config.data.task = args.dataset, args.data_dir, "semi_supervised"
     config.data.labeled, config.data.validation_labels = labeled, args.validation_labels
-    if args.classifier_weight is not None:
-        config.model.classifier_weight = args.classifier_weight
-    if args.classifier_step is not None:
-        config.model.classifier_step = args.classifier_step
-    if args.classifier_average is not None:
-        config.model.classifier_average = args.classifier_average
-    if args.likelihood is not None:
-        config.model.likelihood = args.likelihood
     config.train.epochs, config.train.seed, config.train.early_stopping = epochs, seed, epochs
     config.train.monitor, config.train.keep_checkpoints = "val_accuracy", 1
     config.train.export = str(scratch / f"export-{labeled}-{seed}")
@@ -232,22 +234,17 @@ def run_name(run: dict) -> str:
 
 
 def markdown(runs: list[dict], args: argparse.Namespace) -> str:
-    from keras_cvae.recipes import load_recipe
-
-    config = load_recipe(args.recipe).config()
+    config = recipe_config(args)
     m, t = config.model, config.train
-    likelihood = m.likelihood if args.likelihood is None else args.likelihood
     recipe = (f"{', '.join(map(str, m.resolved_hidden_units()))} {m.activation} units, z = {m.latent_dim}, Adam "
-              f"{t.learning_rate:g}, batch {t.batch_size}, {likelihood} likelihood")
-    weight = m.classifier_weight if args.classifier_weight is None else args.classifier_weight
-    step = m.classifier_step if args.classifier_step is None else args.classifier_step
-    average = m.classifier_average if args.classifier_average is None else args.classifier_average
-    averaged = f", its weights averaged with decay {average:g} (the baseline's too)" if average else ""
+              f"{t.learning_rate:g}, batch {t.batch_size}, {m.likelihood} likelihood")
+    averaged = f", its weights averaged with decay {m.classifier_average:g} (the baseline's too)" \
+        if m.classifier_average else ""
     lines = [
         f"# Semi-supervised M2 on {args.dataset}: test accuracy of q(y | x) against the labels alone",
         "",
         f"M2 (`--task semi_supervised`, recipe `{Path(args.recipe).name}`: {recipe}; classifier weight "
-        f"{weight:g} per labelled image, classifier step {step}{averaged}, the class as a plain one-hot) for about {args.steps:,} "
+        f"{m.classifier_weight:g} per labelled image, classifier step {m.classifier_step}{averaged}, the class as a plain one-hot) for about {args.steps:,} "
         "steps, the epoch kept whose q(y | x) is most accurate on the labelled validation images; against the "
         "same classifier network trained on the labels alone for the same steps, its epoch chosen on the same "
         "images. Last-epoch and best-validation test accuracies; mean ± std over the draws of the labelled "
@@ -278,8 +275,7 @@ def markdown(runs: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--data-dir")
@@ -287,19 +283,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="draws of the labelled images per N (seeds 0, 1, …)")
     parser.add_argument("--steps", type=int, default=25000, help="about this many train steps per run")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pyro_m2.toml"))
-    parser.add_argument("--classifier-weight", type=float, help="instead of the recipe's")
-    parser.add_argument("--classifier-step", choices=("joint", "separate"), help="instead of the recipe's")
-    parser.add_argument("--classifier-average", type=float, help="instead of the recipe's")
-    parser.add_argument("--likelihood", choices=LIKELIHOODS,
-                        help="instead of the recipe's (gaussian for latent_features.py's data)")
     parser.add_argument("--validation-labels", type=int, default=1000,
                         help="labelled validation images the epoch is chosen on")
     parser.add_argument("--output", required=True)
-    args = parser.parse_args(argv)
+    replaced = parser.add_argument_group("the recipe's settings", "each replaces --recipe's value; the defaults "
+                                         "shown are the library's, which a recipe may set otherwise")
+    add_config_flags(replaced, RECIPE_OVERRIDES)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = parser()
+    args = command.parse_args(argv)
     args.argv = argv
     counts = [int(c) for c in args.labeled.split(",")]
     if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be positive")
+        command.error("--steps and --repeats must be positive")
 
     import numpy as np
 
@@ -312,10 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     from keras_cvae.recipes import load_recipe
 
+    given = {item.name: value for item, value in given_settings(args)}
     settings = {"dataset": args.dataset, "steps": args.steps, "recipe": load_recipe(args.recipe).record(),
-                "classifier_weight": args.classifier_weight, "validation_labels": args.validation_labels,
-                "classifier_step": args.classifier_step, "classifier_average": args.classifier_average,
-                "likelihood": args.likelihood}
+                "validation_labels": args.validation_labels, **{name: given.get(name) for name in RECIPE_OVERRIDES}}
     earlier = json.loads((output / "semi_supervised.json").read_text()) if (output / "semi_supervised.json").exists() \
         else {}
     runs = earlier.get("runs", []) if all(earlier.get(k) == v for k, v in settings.items()) else []

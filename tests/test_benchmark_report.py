@@ -216,13 +216,31 @@ def test_the_semi_supervised_table_gives_the_generative_accuracy_where_a_run_mea
     run = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
            "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
            "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "1 of the 2 CPU cores"}
-    args = argparse.Namespace(recipe=str(REPO_ROOT / "recipes" / "pyro_m2.toml"), classifier_weight=None,
-                              classifier_step=None, classifier_average=None, likelihood=None, dataset="fashion_mnist",
-                              steps=25000)
+    args = semi_supervised.parser().parse_args(["--output", "unused"])
     assert "| 100 | 1 | 0.720 (0.750) | 0.710 | — | 0.700 |" in semi_supervised.markdown([run], args)
     measured = [run | {"generative_best": 0.705}, run | {"seed": 1, "generative_best": 0.715}]
     assert "| 100 | 2 | 0.720 ± 0.000 (0.750 ± 0.000) | 0.710 ± 0.000 | 0.710 ± 0.005 | 0.700 ± 0.000 |" in \
         semi_supervised.markdown(measured, args)
+
+
+def test_a_semi_supervised_flag_replaces_the_recipes_setting_in_the_runs_config_and_its_table(tmp_path):
+    semi_supervised = benchmark("semi_supervised")
+    recipe = semi_supervised.parser().parse_args(["--output", "unused"])
+    config = semi_supervised.run_config(recipe, 100, 0, 3, tmp_path)
+    assert (config.model.classifier_weight, config.model.classifier_step) == (1000.0, "joint")  # pyro_m2.toml leaves them to the library
+    args = semi_supervised.parser().parse_args(["--output", "unused", "--classifier-weight", "7",
+                                                "--classifier-average", "0.99", "--likelihood", "gaussian"])
+    config = semi_supervised.run_config(args, 100, 0, 3, tmp_path)
+    assert (config.model.classifier_weight, config.model.classifier_average, config.model.likelihood) == \
+        (7.0, 0.99, "gaussian")
+    assert config.model.classifier_step == "joint"  # not given: unchanged
+    assert (config.data.labeled, config.train.epochs, config.train.seed) == (100, 3, 0)
+    run = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
+           "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
+           "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "M"}
+    table = semi_supervised.markdown([run], args)
+    assert "gaussian likelihood; classifier weight 7 per labelled image, classifier step joint, its weights " \
+           "averaged with decay 0.99" in table
 
 
 def test_latent_features_keep_the_active_units_as_8_bit_pixels_in_their_order():

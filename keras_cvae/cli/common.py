@@ -10,7 +10,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -151,10 +151,13 @@ def _argument_type(item: Setting) -> Callable[[str], Any]:
     return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per declared setting (`config.setting`); a flag left out is absent from the
-    parsed namespace, so defaults < saved config < command line can be told apart."""
+def add_config_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """One flag per declared setting (`config.setting`), or per setting named in `only`; a flag
+    left out is absent from the parsed namespace, so defaults < saved config < command line can be
+    told apart."""
     for item in settings():
+        if only is not None and item.name not in only:
+            continue
         default = "" if item.default is None else f" (default {item.default})"
         if item.switch:
             for flag, value in item.switch.items():
