@@ -211,11 +211,15 @@ def test_the_labels_only_baseline_averages_its_weights_as_m2_does():
     assert results[1e-6] | {"minutes": 0} == results[0.0] | {"minutes": 0}
 
 
+# One semi_supervised.py run as semi_supervised.json records it.
+M2_RUN = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
+          "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
+          "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "1 of the 2 CPU cores"}
+
+
 def test_the_semi_supervised_table_gives_the_generative_accuracy_where_a_run_measured_it():
     semi_supervised = benchmark("semi_supervised")
-    run = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
-           "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
-           "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "1 of the 2 CPU cores"}
+    run = M2_RUN
     args = semi_supervised.parser().parse_args(["--output", "unused"])
     assert "| 100 | 1 | 0.720 (0.750) | 0.710 | — | 0.700 |" in semi_supervised.markdown([run], args)
     measured = [run | {"generative_best": 0.705}, run | {"seed": 1, "generative_best": 0.715}]
@@ -235,10 +239,7 @@ def test_a_semi_supervised_flag_replaces_the_recipes_setting_in_the_runs_config_
         (7.0, 0.99, "gaussian")
     assert config.model.classifier_step == "joint"  # not given: unchanged
     assert (config.data.labeled, config.train.epochs, config.train.seed) == (100, 3, 0)
-    run = {"labeled": 100, "seed": 0, "m2_best": 0.72, "m2_validation": 0.75, "m2_last": 0.71, "baseline_best": 0.70,
-           "baseline_last": 0.69, "validation_labels": 1000, "steps": 24800, "m2_minutes": 30.0,
-           "baseline_minutes": 2.0, "command": "--labeled 100", "machine": "M"}
-    table = semi_supervised.markdown([run], args)
+    table = semi_supervised.markdown([M2_RUN], args)
     assert "gaussian likelihood; classifier weight 7 per labelled image, classifier step joint, its weights " \
            "averaged with decay 0.99" in table
 
